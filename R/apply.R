@@ -1,0 +1,114 @@
+# Applying a function over elements: pool_lapply, pool_sapply, pool_map.
+
+#' Apply a function over elements in the background pool
+#'
+#' `pool_lapply()` and `pool_sapply()` take the arguments of
+#' [parallel::parLapply()] and [parallel::parSapply()]; `pool_map()` those of
+#' [parallel::clusterMap()]. Results are the same as theirs, in input order.
+#' Unlike `parallel`, elements are handed out dynamically, in chunks sized to
+#' the tasks (many small tasks travel together, long ones one at a time), so
+#' uneven tasks are balanced across workers.
+#'
+#' If a task raises an error, the other elements still run, and then an
+#' error of class `bgpool_task_error` names the failed element; its fields
+#' `failed`, `errors` and `results` hold the failed indices, their original
+#' conditions and every result that finished.
+#'
+#' @param X A vector (atomic or list); other objects are converted with
+#'   [as.list()].
+#' @param fun,FUN The function to apply, or the name of one.
+#' @param ... For `pool_lapply()` and `pool_sapply()`, further arguments to
+#'   `fun`; for `pool_map()`, the vectors to map over.
+#' @param chunk.size `NULL` (the default) for adaptive chunks, or the number
+#'   of elements sent to a worker at a time.
+#' @param simplify,USE.NAMES As for [sapply()].
+#' @param MoreArgs A list of further arguments to `fun`.
+#' @param RECYCLE Whether shorter vectors are recycled to the longest.
+#' @param SIMPLIFY Whether to simplify the result, as [mapply()] does.
+#' @return A list (or, simplified, a vector or array) of the results.
+#' @examples
+#' init_pool(2)
+#' x <- 42
+#' pool_export("x")
+#' pool_sapply(1:10, function(y) x + y)
+#' pool_lapply(1:3, function(i, power) i^power, power = 2)
+#' pool_map(function(src, dest) paste(src, "->", dest),
+#'          src = c("a.txt", "b.txt"), dest = c("x/a.txt", "x/b.txt"))
+#' delete_pool()
+#' @export
+pool_lapply <- function(X, fun, ..., chunk.size = NULL) {
+  lapply_on_pool("pool_lapply()", X, match_function(fun, "fun", "pool_lapply()", parent.frame()),
+                 list(...), chunk.size)
+}
+
+#' @rdname pool_lapply
+#' @export
+pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.size = NULL) {
+  FUN <- match_function(FUN, "FUN", "pool_sapply()", parent.frame())
+  answer <- lapply_on_pool("pool_sapply()", as.list(X), FUN, list(...), chunk.size)
+  if (USE.NAMES && is.character(X) && is.null(names(answer)))
+    names(answer) <- X
+  if (!isFALSE(simplify))
+    simplify2array(answer, higher = (simplify == "array"))
+  else answer
+}
+
+#' @rdname pool_lapply
+#' @export
+pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE, USE.NAMES = TRUE) {
+  caller <- "pool_map()"
+  handle <- live_pool(caller)
+  fun <- match_function(fun, "fun", caller, parent.frame())
+  args <- list(...)
+  if (length(args) == 0L)
+    abort("pool_map(): give at least one vector to map over, e.g. pool_map(f, x = 1:3)",
+          "bgpool_bad_argument")
+  if (!is.null(MoreArgs) && !is.list(MoreArgs))
+    abort("pool_map(): `MoreArgs` must be NULL or a list of further arguments to `fun`",
+          "bgpool_bad_argument")
+  n <- lengths(args)
+  if (RECYCLE) {
+    vlen <- max(n)
+    if (vlen && min(n) == 0L)
+      abort("pool_map(): zero-length inputs cannot be mixed with those of non-zero length",
+            "bgpool_bad_argument")
+  } else vlen <- min(n)
+
+  labels <- map_names(args[[1L]], vlen, USE.NAMES)
+  job <- list(kind = "map", fun = fun, extra = as.list(MoreArgs),
+              arity = length(args), names = names(args))
+  answer <- run_elements(caller, handle, job, lapply(args, as_elements), TRUE, vlen, 0, labels)
+  names(answer) <- labels
+  if (!isFALSE(SIMPLIFY) && length(answer))
+    simplify2array(answer, higher = (SIMPLIFY == "array"))
+  else answer
+}
+
+lapply_on_pool <- function(caller, X, fun, extra, chunk.size) {
+  handle <- live_pool(caller)
+  chunk_size <- check_chunk_size(chunk.size, caller)
+  # as lapply() does: X[[i]] of anything else is taken from as.list(X)
+  if (!is.vector(X) || is.object(X))
+    X <- as.list(X)
+  job <- list(kind = "lapply", fun = fun, extra = extra)
+  answer <- run_elements(caller, handle, job, X, FALSE, length(X), chunk_size, names(X))
+  names(answer) <- names(X)
+  answer
+}
+
+# Element i of x as clusterMap() takes it, x[[i]], in a form the native
+# scheduler can slice: plain vectors as they are, anything with a class
+# (whose `[[` may be a method) as a list of its elements.
+as_elements <- function(x) {
+  if (is.object(x) || !(is.atomic(x) || is.list(x)) || is.pairlist(x))
+    lapply(seq_len(length(x)), function(i) x[[i]])
+  else x
+}
+
+# Result names as clusterMap() gives them: from the first input, recycled.
+map_names <- function(first, n, use_names) {
+  if (!use_names || n == 0L) return(NULL)
+  labels <- names(first)
+  if (is.null(labels) && is.character(first)) labels <- as.vector(first)
+  if (is.null(labels)) NULL else rep_len(labels, n)
+}

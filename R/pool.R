@@ -1,0 +1,133 @@
+# The pool's lifecycle: create, reset, delete, inspect.
+
+# The session's one pool: `pool` (the native handle), `size`, and
+# `exports` (what pool_export() sent since init_pool(), replayed to any
+# worker that replaces a dead one).
+.bgpool <- new.env(parent = emptyenv())
+
+#' Create, reset or delete the background pool
+#'
+#' `init_pool()` creates the pool of background R processes, or, when one of
+#' at least `size` workers exists and no restart is asked for, resets it: each
+#' worker changes to the master's working directory and its global
+#' environment is emptied, while the worker processes stay the same.
+#' `delete_pool()` stops all workers and removes their sockets and files.
+#'
+#' @param size The number of background R processes.
+#' @param restart Whether to delete an existing pool and start afresh.
+#' @param ... Worker options, as AzureRMR passed to `parallel::makeCluster()`.
+#'   `rscript_args` (extra arguments for Rscript) is honoured; other options
+#'   are ignored with a warning.
+#' @return `init_pool()` and `delete_pool()` return `NULL` invisibly;
+#'   `pool_exists()` a logical; `pool_size()` the number of workers (`0L`
+#'   when there is no pool).
+#' @examples
+#' init_pool(2)
+#' pool_size()
+#' pool_evalq(Sys.getpid())
+#' delete_pool()
+#' pool_exists()
+#' @export
+init_pool <- function(size = 10, restart = FALSE, ...) {
+  size <- check_size(size)
+  if (!is.logical(restart) || length(restart) != 1L || is.na(restart))
+    abort("init_pool(): `restart` must be TRUE or FALSE", "bgpool_bad_argument")
+  options <- worker_options(...)
+  if (restart || !pool_exists() || pool_size() < size) {
+    delete_pool()
+    message("Creating background pool")
+    create_pool(size, options)
+  } else {
+    .bgpool$exports <- new.env(parent = emptyenv())
+    on_workers("init_pool()", worker_reset, list(getwd()), seq_len(pool_size()))
+  }
+  invisible(NULL)
+}
+
+#' @rdname init_pool
+#' @export
+delete_pool <- function() {
+  if (!pool_exists())
+    return(invisible(NULL))
+  message("Deleting background pool")
+  stop_pool()
+  invisible(NULL)
+}
+
+#' @rdname init_pool
+#' @export
+pool_exists <- function() {
+  !is.null(.bgpool$pool)
+}
+
+#' @rdname init_pool
+#' @export
+pool_size <- function() {
+  if (pool_exists()) .bgpool$size else 0L
+}
+
+check_size <- function(size) {
+  ok <- is.numeric(size) && length(size) == 1L && !is.na(size) &&
+    size >= 1 && size == round(size) && is.finite(size)
+  if (!ok)
+    abort(sprintf("init_pool(): `size` must be a whole number of workers, 1 or more, not %s",
+                  deparse1(size)), "bgpool_bad_argument")
+  as.integer(size)
+}
+
+worker_options <- function(...) {
+  options <- list(...)
+  unknown <- setdiff(names(options), "rscript_args")
+  if (length(options) && (is.null(names(options)) || any(!nzchar(names(options)))))
+    abort("init_pool(): worker options in `...` must be named, e.g. rscript_args = \"--vanilla\"",
+          "bgpool_bad_argument")
+  if (length(unknown))
+    warning(sprintf("init_pool() ignores these options: %s", paste(unknown, collapse = ", ")),
+            call. = FALSE)
+  options
+}
+
+create_pool <- function(size, options) {
+  args <- c("--default-packages=datasets,utils,grDevices,graphics,stats,methods",
+            as.character(options$rscript_args), "-e", "bgpool:::worker_main()")
+  # Workers inherit the environment, not library paths set at run time.
+  env <- paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep))
+  handle <- tryCatch(
+    pool_create(file.path(R.home("bin"), "Rscript"), args, env,
+                getOption("bgpool.start_timeout", 60), tempdir(), size),
+    error = function(e) abort(sprintf("init_pool(): could not start the workers: %s",
+                                      conditionMessage(e)), "bgpool_start_failed"))
+  .bgpool$pool <- handle
+  .bgpool$size <- size
+  .bgpool$exports <- new.env(parent = emptyenv())
+}
+
+stop_pool <- function() {
+  handle <- .bgpool$pool
+  rm(list = ls(.bgpool, all.names = TRUE), envir = .bgpool)
+  pool_stop(handle)
+}
+
+# The pool's handle, after replacing any worker that died since the last
+# call: a replacement starts in the master's working directory with
+# everything exported since init_pool().
+live_pool <- function(caller) {
+  if (!pool_exists())
+    stop(no_pool_error(caller))
+  handle <- .bgpool$pool
+  replaced <- pool_replace_unusable(handle)
+  if (length(replaced)) {
+    on_workers(caller, worker_reset, list(getwd()), replaced)
+    exports <- as.list(.bgpool$exports, all.names = TRUE)
+    if (length(exports))
+      on_workers(caller, worker_assign, list(exports), replaced)
+  }
+  handle
+}
+
+# Internal, for tests and diagnostics: the workers' pids and the pool's
+# private directory, or NULL without a pool.
+pool_info <- function() {
+  if (!pool_exists()) return(NULL)
+  pool_state(.bgpool$pool)
+}

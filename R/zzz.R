@@ -1,0 +1,3 @@
+.onUnload <- function(libpath) {
+  if (pool_exists()) stop_pool()
+}

@@ -1,0 +1,103 @@
+// The native entry points that R/ calls for the master's side: one thin
+// function each over Pool and the scheduler.
+#include <Rcpp.h>
+
+#include <memory>
+
+#include "pool.h"
+#include "scheduler.h"
+
+using bgpool::Pool;
+
+namespace {
+
+void finalize_pool(SEXP xp) {
+  delete static_cast<Pool*>(R_ExternalPtrAddr(xp));
+  R_ClearExternalPtr(xp);
+}
+
+Pool& get_pool(SEXP xp) {
+  auto* pool = static_cast<Pool*>(R_ExternalPtrAddr(xp));
+  if (!pool || pool->stopped()) Rcpp::stop("bgpool: this pool has been deleted");
+  return *pool;
+}
+
+// Runs f, turning a user interrupt during a wait into R's interrupt.
+template <typename F>
+auto interruptible(F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const bgpool::Interrupted&) {
+    throw Rcpp::internal::InterruptedException();
+  }
+}
+
+}  // namespace
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_create(std::string program, std::vector<std::string> args,
+                 std::vector<std::string> env, double start_timeout,
+                 std::string temp_dir, int size) {
+  bgpool::WorkerCommand command{program, args, env, start_timeout};
+  auto pool = std::make_unique<Pool>(command, temp_dir);
+  interruptible([&] {
+    pool->start(size);
+    return 0;
+  });
+  SEXP xp = PROTECT(R_MakeExternalPtr(pool.release(), R_NilValue, R_NilValue));
+  // onexit: the workers also go when the R session ends.
+  R_RegisterCFinalizerEx(xp, finalize_pool, TRUE);
+  UNPROTECT(1);
+  return xp;
+}
+
+// [[Rcpp::export(rng = false)]]
+void pool_stop(SEXP xp) {
+  if (auto* pool = static_cast<Pool*>(R_ExternalPtrAddr(xp))) pool->stop();
+}
+
+// [[Rcpp::export(rng = false)]]
+Rcpp::List pool_state(SEXP xp) {
+  Pool& pool = get_pool(xp);
+  pool.check_workers();
+  Rcpp::IntegerVector pids(pool.size());
+  Rcpp::LogicalVector usable(pool.size());
+  for (int i = 0; i < pool.size(); ++i) {
+    pids[i] = pool.worker(i).pid;
+    usable[i] = pool.worker(i).usable();
+  }
+  return Rcpp::List::create(Rcpp::Named("pids") = pids, Rcpp::Named("usable") = usable,
+                            Rcpp::Named("dir") = pool.dir());
+}
+
+// Replaces dead or broken workers; returns their (1-based) slots.
+// [[Rcpp::export(rng = false)]]
+std::vector<int> pool_replace_unusable(SEXP xp) {
+  Pool& pool = get_pool(xp);
+  std::vector<int> slots = interruptible([&] { return pool.replace_unusable(); });
+  for (int& slot : slots) ++slot;
+  return slots;
+}
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
+                       double chunk_size) {
+  Pool& pool = get_pool(xp);
+  return interruptible([&] {
+    return bgpool::run_elements(pool, job, inputs, is_map, static_cast<R_xlen_t>(n),
+                                static_cast<R_xlen_t>(chunk_size));
+  });
+}
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots) {
+  Pool& pool = get_pool(xp);
+  for (int& slot : slots) --slot;
+  return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots); });
+}
+
+// [[Rcpp::export(rng = false)]]
+std::string pool_worker_output(SEXP xp, int slot, int lines) {
+  Pool& pool = get_pool(xp);
+  return pool.log_tail(pool.worker(slot - 1), static_cast<size_t>(lines));
+}

@@ -1,0 +1,59 @@
+// Operating-system services the portable core needs: processes, Unix
+// sockets, private directories, randomness. Implemented in unix/; bgpool
+// builds on Unix-alikes only (DESCRIPTION: OS_type unix).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cerrno>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace bgpool {
+namespace os {
+
+inline std::system_error sys_error(const std::string& what) {
+  return std::system_error(errno, std::generic_category(), what);
+}
+
+struct SpawnSpec {
+  std::string program;
+  std::vector<std::string> args;            // argv[1..]
+  std::vector<std::string> extra_env;       // "NAME=value", added to ours
+  std::string log_path;                     // stdout and stderr go here
+};
+
+// Starts a process in its own process group, so that Ctrl-C in the
+// master's terminal reaches the master only. Throws std::system_error.
+pid_t spawn(const SpawnSpec& spec);
+
+struct ExitInfo {
+  bool exited = false;   // false: still running
+  int status = 0;        // exit status, when !signaled
+  int signal = 0;        // terminating signal, or 0
+};
+// Non-blocking: reaps the process if it has ended.
+ExitInfo reap(pid_t pid);
+void send_signal(pid_t pid, int sig);
+std::string signal_name(int sig);
+
+// A listening Unix socket at `path` (non-blocking, close-on-exec).
+int listen_unix(const std::string& path);
+// Accepts one pending connection or returns -1 when none is waiting.
+int accept_unix(int listen_fd);
+// Connects (blocking) to `path`; throws std::system_error.
+int connect_unix(const std::string& path);
+// The uid of the peer of a connected Unix socket.
+uid_t peer_uid(int fd);
+
+std::string make_private_dir(const std::string& parent);
+void remove_dir_tree(const std::string& dir);
+
+std::string random_hex(size_t nbytes);
+
+// Worker side: die with the master, and exit now if it is already gone.
+void die_with_parent(pid_t expected_parent);
+
+}  // namespace os
+}  // namespace bgpool

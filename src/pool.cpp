@@ -1,0 +1,214 @@
+// Worker lifecycle: start, handshake, health, replacement, shutdown.
+#include "pool.h"
+
+#include "clock.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+
+namespace bgpool {
+
+namespace {
+
+void check_interrupt(void*) { R_CheckUserInterrupt(); }
+
+bool same_token(const char* a, const std::string& b) {
+  unsigned char diff = 0;  // constant time: no early exit on the first mismatch
+  for (size_t i = 0; i < b.size(); ++i) diff |= a[i] ^ b[i];
+  return diff == 0;
+}
+
+std::string describe_exit(const os::ExitInfo& exit) {
+  if (exit.signal) return "killed by " + os::signal_name(exit.signal);
+  return "exit status " + std::to_string(exit.status);
+}
+
+}  // namespace
+
+bool interrupt_pending() { return !R_ToplevelExec(check_interrupt, nullptr); }
+
+Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
+    : command_(command) {
+  dir_ = os::make_private_dir(temp_dir);
+  socket_path_ = dir_ + "/socket";
+  token_ = os::random_hex(32);
+  try {
+    listen_fd_ = os::listen_unix(socket_path_);
+  } catch (...) {
+    os::remove_dir_tree(dir_);
+    throw;
+  }
+}
+
+Pool::~Pool() { stop(); }
+
+void Pool::spawn(Worker& w) {
+  os::SpawnSpec spec;
+  spec.program = command_.program;
+  spec.args = command_.args;
+  spec.extra_env = command_.extra_env;
+  spec.extra_env.push_back("BGPOOL_SOCKET=" + socket_path_);
+  spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
+  spec.extra_env.push_back("BGPOOL_SLOT=" + std::to_string(w.slot));
+  spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
+  spec.log_path = w.log_path = dir_ + "/worker-" + std::to_string(w.slot + 1) + ".log";
+  w.conn.reset();
+  w.exit = os::ExitInfo();
+  w.in_flight.clear();
+  w.stale_replies = 0;
+  w.job_call = -1;
+  w.pid = os::spawn(spec);
+}
+
+void Pool::start(int size) {
+  try {
+    for (int i = 0; i < size; ++i) {
+      workers_.push_back(std::make_unique<Worker>());
+      workers_.back()->slot = i;
+    }
+    std::vector<Worker*> waiting;
+    for (auto& w : workers_) {
+      spawn(*w);
+      waiting.push_back(w.get());
+    }
+    connect_all(waiting);
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+void Pool::connect_all(const std::vector<Worker*>& initial) {
+  std::vector<Worker*> waiting = initial;
+  double deadline = monotonic_seconds() + command_.start_timeout;
+  while (!waiting.empty()) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0 && accept_one(waiting)) continue;
+    for (Worker* w : waiting) {
+      w->exit = os::reap(w->pid);
+      if (w->exit.exited)
+        throw std::runtime_error("worker " + std::to_string(w->slot + 1) +
+                                 " ended while starting (" + describe_exit(w->exit) +
+                                 "). Its last output:\n" + log_tail(*w));
+    }
+    if (interrupt_pending()) throw Interrupted();
+    if (monotonic_seconds() > deadline)
+      throw std::runtime_error(std::to_string(waiting.size()) +
+                               " worker(s) did not connect within " +
+                               std::to_string(static_cast<int>(command_.start_timeout)) +
+                               " seconds; raise options(bgpool.start_timeout)");
+  }
+}
+
+// Takes one connection off the listening socket and admits it if it is one
+// of the workers we are waiting for, proving it with the pool's token.
+bool Pool::accept_one(std::vector<Worker*>& waiting) {
+  int fd = os::accept_unix(listen_fd_);
+  if (fd < 0) return false;
+  auto conn = std::make_unique<Connection>(fd, interrupt_pending);
+  if (os::peer_uid(fd) != getuid()) return true;  // dropped: not our user
+  Hello hello{};
+  if (!conn->read_raw(&hello, sizeof hello, 5.0)) return true;
+  if (std::memcmp(hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
+      !same_token(hello.token, token_))
+    return true;
+  for (auto it = waiting.begin(); it != waiting.end(); ++it) {
+    Worker* w = *it;
+    if (static_cast<uint32_t>(w->slot) == hello.slot &&
+        static_cast<uint32_t>(w->pid) == hello.pid) {
+      w->conn = std::move(conn);
+      waiting.erase(it);
+      return true;
+    }
+  }
+  return true;
+}
+
+bool Pool::check_workers() {
+  bool all_usable = true;
+  for (auto& w : workers_) {
+    if (w->alive()) w->exit = os::reap(w->pid);
+    all_usable = all_usable && w->usable();
+  }
+  return all_usable;
+}
+
+void Pool::wait_exit(Worker& w, double seconds) {
+  double deadline = monotonic_seconds() + seconds;
+  while (w.alive()) {
+    w.exit = os::reap(w.pid);
+    if (!w.exit.exited && monotonic_seconds() > deadline) return;
+    if (!w.exit.exited) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void Pool::kill_worker(Worker& w) {
+  if (w.alive()) {
+    os::send_signal(w.pid, SIGKILL);
+    wait_exit(w, 5);
+  }
+  if (w.conn) w.conn->mark_broken("worker stopped");
+}
+
+std::vector<int> Pool::replace_unusable() {
+  check_workers();
+  std::vector<Worker*> waiting;
+  std::vector<int> slots;
+  for (auto& w : workers_) {
+    if (w->usable()) continue;
+    kill_worker(*w);
+    spawn(*w);
+    waiting.push_back(w.get());
+    slots.push_back(w->slot);
+  }
+  if (!waiting.empty()) connect_all(waiting);
+  return slots;
+}
+
+void Pool::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  // Closing the connection is the signal to exit: workers leave their loop
+  // at end of stream. Those that don't within a grace period are killed.
+  for (auto& w : workers_) w->conn.reset();
+  double deadline = monotonic_seconds() + 2;
+  for (auto& w : workers_) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
+  for (auto& w : workers_)
+    if (w->alive()) os::send_signal(w->pid, SIGTERM);
+  for (auto& w : workers_) wait_exit(*w, 1);
+  for (auto& w : workers_) kill_worker(*w);
+  if (listen_fd_ >= 0) close(listen_fd_);
+  listen_fd_ = -1;
+  os::remove_dir_tree(dir_);
+}
+
+std::string Pool::log_tail(const Worker& w, size_t max_lines) const {
+  std::ifstream in(w.log_path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  std::streamoff from = std::max<std::streamoff>(0, size - 4096);
+  in.seekg(from);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> lines;
+  std::istringstream stream(text);
+  for (std::string line; std::getline(stream, line);) lines.push_back(line);
+  if (from > 0 && !lines.empty()) lines.erase(lines.begin());  // partial line
+  size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
+  std::string out;
+  for (size_t i = first; i < lines.size(); ++i) out += lines[i] + "\n";
+  return out;
+}
+
+}  // namespace bgpool

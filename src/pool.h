@@ -1,0 +1,108 @@
+// The pool: worker processes, their connections, their lifecycle.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "connection.h"
+#include "platform.h"
+
+namespace bgpool {
+
+// How to start a worker; filled in from R.
+struct WorkerCommand {
+  std::string program;                 // Rscript
+  std::vector<std::string> args;
+  std::vector<std::string> extra_env;  // "NAME=value"
+  double start_timeout = 60;           // seconds for all workers to connect
+};
+
+// A run of consecutive elements sent to a worker as one message.
+struct Range {
+  double start;
+  double length;
+};
+
+struct Worker {
+  int slot = 0;
+  pid_t pid = -1;
+  std::unique_ptr<Connection> conn;
+  std::string log_path;
+  os::ExitInfo exit;
+  // Messages sent for the current call whose replies are awaited, oldest
+  // first; and replies still owed for calls that were abandoned.
+  std::deque<Range> in_flight;
+  int stale_replies = 0;
+  // The call whose function this worker has already received.
+  double job_call = -1;
+
+  bool alive() const { return pid > 0 && !exit.exited; }
+  bool usable() const { return alive() && conn && !conn->broken(); }
+  int awaiting() const { return static_cast<int>(in_flight.size()) + stale_replies; }
+};
+
+class Pool {
+ public:
+  Pool(const WorkerCommand& command, const std::string& temp_dir);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Starts `size` workers and waits until each has connected and proved
+  // itself with the pool's token. Throws on failure (nothing left running).
+  void start(int size);
+  // Stops every worker: asks politely, then kills; reaps; removes files.
+  void stop();
+  bool stopped() const { return stopped_; }
+
+  int size() const { return static_cast<int>(workers_.size()); }
+  Worker& worker(int slot) { return *workers_[slot]; }
+  const std::string& dir() const { return dir_; }
+
+  // Reaps workers that have exited; returns whether all are still usable.
+  bool check_workers();
+  // Replaces workers that are dead or whose connection broke; returns the
+  // slots replaced (their new processes start from an empty state).
+  std::vector<int> replace_unusable();
+  // Ends a worker now (it misbehaved, or its link broke).
+  void kill_worker(Worker& w);
+  // The last lines a worker wrote to its stdout/stderr.
+  std::string log_tail(const Worker& w, size_t max_lines = 10) const;
+
+  double next_call_id() { return ++call_id_; }
+
+ private:
+  void spawn(Worker& w);
+  void connect_all(const std::vector<Worker*>& waiting);
+  bool accept_one(std::vector<Worker*>& waiting);
+  void wait_exit(Worker& w, double seconds);
+
+  WorkerCommand command_;
+  std::string dir_, socket_path_, token_;
+  int listen_fd_ = -1;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  double call_id_ = 0;
+  bool stopped_ = false;
+};
+
+// Thrown when the user interrupts a wait; turned into R's interrupt at the
+// boundary to R.
+struct Interrupted {};
+
+// Whether the user has asked to interrupt (checked without R jumping).
+bool interrupt_pending();
+
+// The fixed-size greeting a worker sends right after connecting.
+struct Hello {
+  char magic[8];
+  uint32_t slot;
+  uint32_t pid;
+  char token[64];
+};
+constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '1', 0};
+
+}  // namespace bgpool

@@ -1,0 +1,316 @@
+// Dynamic scheduling with adaptive chunks and a short pipeline per worker.
+//
+// Every worker keeps up to kDepth messages queued so it never idles waiting
+// for the master. Chunk sizes follow guided self-scheduling (a share of
+// what remains, so the tail is balanced), capped so that a chunk takes
+// about kTargetChunkSeconds by the workers' own timing: tiny tasks travel
+// in large batches, long tasks one at a time.
+#include "scheduler.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+
+#include "clock.h"
+#include "serialize.h"
+
+namespace bgpool {
+
+namespace {
+
+constexpr int kDepth = 2;
+constexpr double kTargetChunkSeconds = 0.002;
+constexpr int kOpChunk = 1;
+constexpr int kOpCall = 2;
+
+// Reply layout (R/worker.R): list(call_id, start, values, error, elapsed)
+enum ReplyField { kReplyCall, kReplyStart, kReplyValues, kReplyError, kReplyElapsed };
+
+// Copies x[from + i] (recycling x when shorter) for i < len into a new
+// vector of x's type, without attributes: only elements travel.
+SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
+  R_xlen_t xlen = XLENGTH(x);
+  SEXP out = PROTECT(Rf_allocVector(TYPEOF(x), len));
+  bool contiguous = from + len <= xlen;
+  switch (TYPEOF(x)) {
+    case LGLSXP:
+    case INTSXP:
+    case REALSXP:
+    case CPLXSXP:
+    case RAWSXP:
+      if (contiguous) {
+        // *_GET_REGION reads ALTREP vectors without expanding them.
+        switch (TYPEOF(x)) {
+          case LGLSXP: LOGICAL_GET_REGION(x, from, len, LOGICAL(out)); break;
+          case INTSXP: INTEGER_GET_REGION(x, from, len, INTEGER(out)); break;
+          case REALSXP: REAL_GET_REGION(x, from, len, REAL(out)); break;
+          case CPLXSXP: COMPLEX_GET_REGION(x, from, len, COMPLEX(out)); break;
+          default: RAW_GET_REGION(x, from, len, RAW(out)); break;
+        }
+      } else {
+        for (R_xlen_t i = 0; i < len; ++i) {
+          R_xlen_t j = (from + i) % xlen;
+          switch (TYPEOF(x)) {
+            case LGLSXP: LOGICAL(out)[i] = LOGICAL_ELT(x, j); break;
+            case INTSXP: INTEGER(out)[i] = INTEGER_ELT(x, j); break;
+            case REALSXP: REAL(out)[i] = REAL_ELT(x, j); break;
+            case CPLXSXP: COMPLEX(out)[i] = COMPLEX_ELT(x, j); break;
+            default: RAW(out)[i] = RAW_ELT(x, j); break;
+          }
+        }
+      }
+      break;
+    case STRSXP:
+      for (R_xlen_t i = 0; i < len; ++i) SET_STRING_ELT(out, i, STRING_ELT(x, (from + i) % xlen));
+      break;
+    case VECSXP:
+    case EXPRSXP:
+      for (R_xlen_t i = 0; i < len; ++i) SET_VECTOR_ELT(out, i, VECTOR_ELT(x, (from + i) % xlen));
+      break;
+    default:
+      UNPROTECT(1);
+      Rcpp::stop("bgpool: cannot split an input of type %s", Rf_type2char(TYPEOF(x)));
+  }
+  UNPROTECT(1);
+  return out;
+}
+
+// What went wrong with a worker, for the R side to report.
+Rcpp::List describe_loss(Pool& pool, Worker& w, const std::vector<double>& tasks) {
+  std::string how;
+  // A worker whose link closed is usually on its way out: give it a moment
+  // to report its own exit status before making sure it is gone.
+  double deadline = monotonic_seconds() + 0.5;
+  while (w.alive() && monotonic_seconds() < deadline) {
+    w.exit = os::reap(w.pid);
+    if (!w.exit.exited) poll(nullptr, 0, 5);
+  }
+  if (w.exit.exited)
+    how = w.exit.signal ? "killed by " + os::signal_name(w.exit.signal)
+                        : "exited with status " + std::to_string(w.exit.status);
+  else
+    how = "its connection failed (" + (w.conn ? w.conn->failure() : std::string("closed")) + ")";
+  int pid = w.pid;
+  pool.kill_worker(w);
+  return Rcpp::List::create(Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = pid,
+                            Rcpp::Named("how") = how,
+                            Rcpp::Named("output") = pool.log_tail(w),
+                            Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end()));
+}
+
+// State of one call: results in input order, failures, and bookkeeping.
+class Gather {
+ public:
+  Gather(Pool& pool, R_xlen_t n) : pool_(pool), values_(n), done_(n) {
+    std::fill(done_.begin(), done_.end(), FALSE);
+    call_id_ = pool.next_call_id();
+    // Replies still owed for an abandoned (interrupted) call are read and
+    // dropped before this call's replies, which come after them.
+    for (int i = 0; i < pool.size(); ++i) {
+      Worker& w = pool.worker(i);
+      w.stale_replies += static_cast<int>(w.in_flight.size());
+      w.in_flight.clear();
+    }
+  }
+
+  double call_id() const { return call_id_; }
+  bool lost() const { return lost_.size() > 0; }
+  double estimate() const { return timed_ > 0 ? elapsed_ / timed_ : -1; }
+
+  bool send(Worker& w, SEXP message, Range range) {
+    if (!w.usable()) return worker_lost(w);
+    if (!write_message(*w.conn, message)) {
+      if (w.conn->interrupted()) throw Interrupted();
+      return worker_lost(w);
+    }
+    w.in_flight.push_back(range);
+    return true;
+  }
+
+  bool awaiting_replies() const {
+    for (int i = 0; i < pool_.size(); ++i)
+      if (!pool_.worker(i).in_flight.empty()) return true;
+    return false;
+  }
+
+  // Waits for one message from a worker that owes replies and handles it;
+  // elements after one that failed go back to `requeue`.
+  void receive(std::deque<Range>& requeue) {
+    Worker* ready = nullptr;
+    while (!ready) ready = wait_ready();
+    Worker& w = *ready;
+    if (!w.conn->begin_message()) {
+      if (w.conn->interrupted()) throw Interrupted();
+      worker_lost(w);
+      return;
+    }
+    Rcpp::List reply(read_message(*w.conn));
+    if (w.stale_replies > 0) {
+      --w.stale_replies;
+      return;
+    }
+    Range range = w.in_flight.front();
+    w.in_flight.pop_front();
+    if (Rcpp::as<double>(reply[kReplyCall]) != call_id_) {
+      w.conn->mark_broken("a reply out of order");
+      worker_lost(w);
+      return;
+    }
+    store(range, reply, requeue);
+  }
+
+  SEXP result() {
+    Rcpp::IntegerVector failed(failed_.begin(), failed_.end());
+    SEXP lost = lost_.size() ? static_cast<SEXP>(lost_[0]) : R_NilValue;
+    return Rcpp::List::create(Rcpp::Named("values") = values_, Rcpp::Named("done") = done_,
+                              Rcpp::Named("failed") = failed,
+                              Rcpp::Named("errors") = errors_, Rcpp::Named("lost") = lost);
+  }
+
+ private:
+  Worker* wait_ready() {
+    std::vector<pollfd> fds;
+    std::vector<Worker*> owners;
+    for (int i = 0; i < pool_.size(); ++i) {
+      Worker& w = pool_.worker(i);
+      if (w.awaiting() == 0 || !w.conn) continue;
+      if (w.conn->broken()) {
+        worker_lost(w);
+        return nullptr;
+      }
+      if (w.conn->has_buffered_input()) return &w;
+      fds.push_back({w.conn->fd(), POLLIN, 0});
+      owners.push_back(&w);
+    }
+    if (fds.empty()) Rcpp::stop("bgpool: internal error: waiting with nothing in flight");
+    int rc = poll(fds.data(), fds.size(), 100);
+    if (rc > 0) {
+      for (size_t i = 0; i < fds.size(); ++i)
+        if (fds[i].revents) return owners[i];
+    }
+    if (interrupt_pending()) throw Interrupted();
+    return nullptr;
+  }
+
+  void store(Range range, const Rcpp::List& reply, std::deque<Range>& requeue) {
+    SEXP values = reply[kReplyValues];
+    SEXP error = reply[kReplyError];
+    R_xlen_t start = static_cast<R_xlen_t>(range.start);
+    R_xlen_t count = static_cast<R_xlen_t>(range.length);
+    R_xlen_t finished = count;
+    if (error != R_NilValue) {
+      Rcpp::List err(error);
+      R_xlen_t position = static_cast<R_xlen_t>(Rcpp::as<double>(err["position"]));
+      finished = position - 1;
+      failed_.push_back(static_cast<int>(start + position));
+      errors_.push_back(err);
+      if (position < count) requeue.push_back({range.start + position, range.length - position});
+      done_[start + position - 1] = TRUE;
+    }
+    for (R_xlen_t i = 0; i < finished; ++i) {
+      SET_VECTOR_ELT(values_, start + i, VECTOR_ELT(values, i));
+      done_[start + i] = TRUE;
+    }
+    elapsed_ += Rcpp::as<double>(reply[kReplyElapsed]);
+    timed_ += static_cast<double>(finished + (error != R_NilValue));
+  }
+
+  bool worker_lost(Worker& w) {
+    std::vector<double> tasks;
+    for (const Range& r : w.in_flight)
+      for (double i = 0; i < r.length; ++i) tasks.push_back(r.start + i + 1);
+    w.in_flight.clear();
+    w.stale_replies = 0;
+    if (lost_.size() == 0) lost_.push_back(describe_loss(pool_, w, tasks));
+    else pool_.kill_worker(w);
+    return false;
+  }
+
+  Pool& pool_;
+  double call_id_;
+  Rcpp::List values_;
+  Rcpp::LogicalVector done_;
+  std::vector<int> failed_;
+  Rcpp::List errors_;
+  Rcpp::List lost_;
+  double elapsed_ = 0, timed_ = 0;
+};
+
+R_xlen_t next_chunk(R_xlen_t remaining, int workers, double estimate, R_xlen_t fixed) {
+  if (fixed > 0) return std::min(fixed, remaining);
+  R_xlen_t guided = (remaining + 2 * workers - 1) / (2 * workers);
+  R_xlen_t capped = estimate < 0 ? 1
+                                 : static_cast<R_xlen_t>(std::max(
+                                       1.0, std::floor(kTargetChunkSeconds /
+                                                       std::max(estimate, 1e-9))));
+  return std::max<R_xlen_t>(1, std::min({guided, capped, remaining}));
+}
+
+Range take(std::deque<Range>& pending, R_xlen_t size) {
+  Range& front = pending.front();
+  Range out{front.start, std::min(front.length, static_cast<double>(size))};
+  front.start += out.length;
+  front.length -= out.length;
+  if (front.length <= 0) pending.pop_front();
+  return out;
+}
+
+double total(const std::deque<Range>& pending) {
+  double sum = 0;
+  for (const Range& r : pending) sum += r.length;
+  return sum;
+}
+
+}  // namespace
+
+SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
+                  R_xlen_t chunk_size) {
+  Gather gather(pool, n);
+  std::deque<Range> pending;
+  if (n > 0) pending.push_back({0, static_cast<double>(n)});
+  int workers = pool.size();
+  while (!gather.lost()) {
+    bool sent = true;
+    while (sent && !pending.empty() && !gather.lost()) {
+      sent = false;
+      for (int i = 0; i < workers && !pending.empty() && !gather.lost(); ++i) {
+        Worker& w = pool.worker(i);
+        if (!w.usable() || w.awaiting() >= kDepth) continue;
+        R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), workers,
+                                   gather.estimate(), chunk_size);
+        Range range = take(pending, size);
+        R_xlen_t from = static_cast<R_xlen_t>(range.start);
+        R_xlen_t len = static_cast<R_xlen_t>(range.length);
+        Rcpp::List chunk_inputs;
+        if (is_map) {
+          Rcpp::List all(inputs);
+          chunk_inputs = Rcpp::List(all.size());
+          for (R_xlen_t j = 0; j < all.size(); ++j) chunk_inputs[j] = slice(all[j], from, len);
+        }
+        Rcpp::RObject chunk = is_map ? static_cast<SEXP>(chunk_inputs) : slice(inputs, from, len);
+        Rcpp::List message = Rcpp::List::create(
+            kOpChunk, gather.call_id(), range.start, chunk,
+            w.job_call == gather.call_id() ? R_NilValue : job);
+        w.job_call = gather.call_id();
+        if (gather.send(w, message, range)) sent = true;
+      }
+    }
+    if (gather.lost() || (pending.empty() && !gather.awaiting_replies())) break;
+    gather.receive(pending);
+  }
+  return gather.result();
+}
+
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots) {
+  Gather gather(pool, static_cast<R_xlen_t>(slots.size()));
+  Rcpp::List message = Rcpp::List::create(kOpCall, gather.call_id(), fun, args);
+  std::deque<Range> unused;
+  for (size_t i = 0; i < slots.size() && !gather.lost(); ++i)
+    gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1});
+  while (!gather.lost() && gather.awaiting_replies()) gather.receive(unused);
+  return gather.result();
+}
+
+}  // namespace bgpool

@@ -1,0 +1,24 @@
+// Handing work to the pool's workers and gathering what comes back.
+#pragma once
+
+#include <Rcpp.h>
+
+#include <vector>
+
+#include "pool.h"
+
+namespace bgpool {
+
+// Applies a job (function and fixed arguments) to n elements, a chunk of
+// consecutive elements per message, each chunk to whichever worker is free.
+// `inputs` is the element vector (lapply) or a list of vectors recycled to
+// n (map). `chunk_size` 0 sizes chunks adaptively. Returns the R list
+// described in R/run.R: values in input order, failures, and the worker
+// lost (if any), with every finished result kept.
+SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
+                  R_xlen_t chunk_size);
+
+// Calls fun with args once on each of the workers in `slots`.
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots);
+
+}  // namespace bgpool

@@ -1,0 +1,104 @@
+// Process start, reaping and signals with posix_spawn and waitpid.
+#include "../platform.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+extern char** environ;
+
+namespace bgpool {
+namespace os {
+
+namespace {
+
+// posix_spawn's C interface wants mutable char*; the strings outlive the call.
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(&s[0]);
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+pid_t spawn(const SpawnSpec& spec) {
+  std::vector<std::string> argv{spec.program};
+  argv.insert(argv.end(), spec.args.begin(), spec.args.end());
+  std::vector<std::string> envp;
+  for (char** e = environ; *e; ++e) envp.emplace_back(*e);
+  envp.insert(envp.end(), spec.extra_env.begin(), spec.extra_env.end());
+  auto c_argv = c_strings(argv);
+  auto c_envp = c_strings(envp);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+
+  // R blocks or catches some signals; the child starts from a clean slate.
+  sigset_t no_signals, default_signals;
+  sigemptyset(&no_signals);
+  sigemptyset(&default_signals);
+  for (int sig : {SIGINT, SIGPIPE, SIGTERM, SIGCHLD, SIGUSR1, SIGUSR2})
+    sigaddset(&default_signals, sig);
+  posix_spawnattr_setsigmask(&attr, &no_signals);
+  posix_spawnattr_setsigdefault(&attr, &default_signals);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                       POSIX_SPAWN_SETSIGDEF);
+
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, spec.program.c_str(), &actions, &attr,
+                       c_argv.data(), c_envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    errno = rc;
+    throw sys_error("cannot start " + spec.program);
+  }
+  return pid;
+}
+
+ExitInfo reap(pid_t pid) {
+  ExitInfo info;
+  int status = 0;
+  pid_t rc;
+  do rc = waitpid(pid, &status, WNOHANG);
+  while (rc < 0 && errno == EINTR);
+  if (rc == 0) return info;  // running
+  info.exited = true;
+  if (rc < 0) return info;   // already reaped elsewhere: gone all the same
+  if (WIFSIGNALED(status)) info.signal = WTERMSIG(status);
+  else if (WIFEXITED(status)) info.status = WEXITSTATUS(status);
+  return info;
+}
+
+void send_signal(pid_t pid, int sig) {
+  if (pid > 0) kill(pid, sig);
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+void die_with_parent(pid_t expected_parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The master may have died before prctl took effect.
+  if (getppid() != expected_parent) _exit(1);
+}
+
+}  // namespace os
+}  // namespace bgpool

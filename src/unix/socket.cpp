@@ -1,0 +1,121 @@
+// Unix domain sockets, the pool's private directory and random tokens.
+#include "../platform.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace bgpool {
+namespace os {
+
+namespace {
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    errno = ENAMETOOLONG;
+    throw sys_error("socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+}  // namespace
+
+int listen_unix(const std::string& path) {
+  sockaddr_un addr = unix_address(path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw sys_error("socket");
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 ||
+      listen(fd, 128) < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    throw sys_error("cannot listen on " + path);
+  }
+  return fd;
+}
+
+int accept_unix(int listen_fd) {
+  int fd;
+  do fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+int connect_unix(const std::string& path) {
+  sockaddr_un addr = unix_address(path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw sys_error("socket");
+  int rc;
+  do rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    throw sys_error("cannot connect to " + path);
+  }
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  return fd;
+}
+
+uid_t peer_uid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+    return static_cast<uid_t>(-1);
+  return cred.uid;
+}
+
+std::string make_private_dir(const std::string& parent) {
+  std::string templ = parent + "/bgpool-XXXXXX";
+  if (!mkdtemp(&templ[0])) throw sys_error("cannot create a directory in " + parent);
+  chmod(templ.c_str(), 0700);  // mkdtemp does this already; say it anyway
+  return templ;
+}
+
+// The pool's directory holds only flat files (socket, logs).
+void remove_dir_tree(const std::string& dir) {
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* entry = readdir(d)) {
+      std::string name = entry->d_name;
+      if (name != "." && name != "..") unlink((dir + "/" + name).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(dir.c_str());
+}
+
+std::string random_hex(size_t nbytes) {
+  std::vector<unsigned char> bytes(nbytes);
+  size_t got = 0;
+  while (got < nbytes) {
+    ssize_t rc = getrandom(bytes.data() + got, nbytes - got, 0);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("getrandom");
+    }
+    got += static_cast<size_t>(rc);
+  }
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+}  // namespace os
+}  // namespace bgpool

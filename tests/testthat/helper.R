@@ -1,0 +1,98 @@
+# Shared helpers for the bgpool test suite.
+
+# Number of workers to use in tests: 2, but never more than 2 and never
+# more than R CMD check allows when _R_CHECK_LIMIT_CORES_ is set.
+test_pool_size <- function() {
+  n <- 2L
+  limit <- Sys.getenv("_R_CHECK_LIMIT_CORES_", "")
+  if (nzchar(limit) && !identical(toupper(limit), "FALSE")) {
+    n <- min(n, 2L)
+  }
+  n
+}
+
+# Is the process `pid` alive? A zombie (state "Z" in /proc/<pid>/stat)
+# counts as dead.
+pid_alive <- function(pid) {
+  vapply(pid, function(p) {
+    stat <- file.path("/proc", p, "stat")
+    if (!file.exists(file.path("/proc", p))) return(FALSE)
+    line <- tryCatch(readLines(stat, n = 1L, warn = FALSE),
+                     error = function(e) character(0))
+    if (length(line) == 0L) return(FALSE)
+    # Format: "pid (comm) S ..."; comm may contain spaces/parens, so take the
+    # first field after the last ')'.
+    rest <- sub("^.*\\)\\s*", "", line)
+    state <- substr(rest, 1L, 1L)
+    !identical(state, "Z")
+  }, logical(1), USE.NAMES = FALSE)
+}
+
+# Poll until none of `pids` is alive, for at most `timeout` seconds.
+# Returns TRUE if they are all gone.
+wait_pids_gone <- function(pids, timeout = 5) {
+  deadline <- Sys.time() + timeout
+  repeat {
+    if (!any(pid_alive(pids))) return(TRUE)
+    if (Sys.time() > deadline) return(FALSE)
+    Sys.sleep(0.05)
+  }
+}
+
+# Evaluate `code` with `cl` bound to a fresh parallel PSOCK cluster of `n`
+# workers, stop the cluster afterwards and return the value of `code`.
+# Used to compute reference results.
+with_psock <- function(n, code) {
+  cl <- parallel::makeCluster(n)
+  on.exit(parallel::stopCluster(cl), add = TRUE)
+  eval(substitute(code), list(cl = cl), parent.frame())
+}
+
+# A PSOCK cluster that is stopped when the calling test (frame) ends.
+local_psock <- function(n = test_pool_size(), envir = parent.frame()) {
+  cl <- parallel::makeCluster(n)
+  withr::defer(parallel::stopCluster(cl), envir = envir)
+  cl
+}
+
+# Create a fresh pool of `size` workers that is deleted when the calling
+# test (frame) ends.
+local_pool <- function(size = test_pool_size(), envir = parent.frame()) {
+  suppressMessages(init_pool(size, restart = TRUE))
+  withr::defer(suppressMessages(delete_pool()), envir = envir)
+  invisible(size)
+}
+
+# Worker pids as reported by the package (integer vector), NULL if no pool.
+pool_pids <- function() {
+  info <- bgpool:::pool_info()
+  if (is.null(info)) NULL else info$pids
+}
+
+# Give a function the global environment as its enclosure so that
+# serialising it does not drag the (possibly large) test environment along.
+global_fun <- function(f) {
+  environment(f) <- globalenv()
+  f
+}
+
+# Message of an error condition or of a plain error message.
+error_text <- function(e) {
+  if (inherits(e, "condition")) conditionMessage(e)
+  else paste(as.character(e), collapse = " ")
+}
+
+# Check that the pool (if any) has exactly pool_size() live workers, and
+# that no pool_info() is reported when there is no pool.
+expect_pool_consistent <- function() {
+  info <- bgpool:::pool_info()
+  if (pool_exists()) {
+    expect_false(is.null(info))
+    expect_length(info$pids, pool_size())
+    expect_true(all(pid_alive(info$pids)))
+    expect_length(unique(info$pids), pool_size())
+  } else {
+    expect_null(info)
+    expect_identical(pool_size(), 0L)
+  }
+}
