@@ -2,6 +2,7 @@
 # line "N passed, N failed[, N skipped]" (counting test_that() blocks).
 # Exits non-zero when any test failed.
 library(testthat)
+Sys.setenv(NOT_CRAN = "true")  # run the slow and memory-heavy tests too
 results <- test_dir("tests/testthat", package = "bgpool", load_package = "installed",
                     reporter = ProgressReporter$new(show_praise = FALSE),
                     stop_on_failure = FALSE, stop_on_warning = FALSE)

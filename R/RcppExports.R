@@ -2,46 +2,50 @@
 # Generator token: 10BE3573-1514-4C36-9D1C-5A225CD40393
 
 pool_create <- function(program, args, env, start_timeout, temp_dir, size) {
-    .Call('_bgpool_pool_create', PACKAGE = 'bgpool', program, args, env, start_timeout, temp_dir, size)
+    .Call(`_bgpool_pool_create`, program, args, env, start_timeout, temp_dir, size)
 }
 
 pool_stop <- function(xp) {
-    invisible(.Call('_bgpool_pool_stop', PACKAGE = 'bgpool', xp))
+    invisible(.Call(`_bgpool_pool_stop`, xp))
 }
 
 pool_state <- function(xp) {
-    .Call('_bgpool_pool_state', PACKAGE = 'bgpool', xp)
+    .Call(`_bgpool_pool_state`, xp)
 }
 
 pool_replace_unusable <- function(xp) {
-    .Call('_bgpool_pool_replace_unusable', PACKAGE = 'bgpool', xp)
+    .Call(`_bgpool_pool_replace_unusable`, xp)
 }
 
 pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size) {
-    .Call('_bgpool_pool_run_elements', PACKAGE = 'bgpool', xp, job, inputs, is_map, n, chunk_size)
+    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size)
 }
 
 pool_run_on_workers <- function(xp, fun, args, slots) {
-    .Call('_bgpool_pool_run_on_workers', PACKAGE = 'bgpool', xp, fun, args, slots)
+    .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots)
 }
 
 pool_worker_output <- function(xp, slot, lines) {
-    .Call('_bgpool_pool_worker_output', PACKAGE = 'bgpool', xp, slot, lines)
+    .Call(`_bgpool_pool_worker_output`, xp, slot, lines)
 }
 
 worker_connect <- function() {
-    invisible(.Call('_bgpool_worker_connect', PACKAGE = 'bgpool'))
+    invisible(.Call(`_bgpool_worker_connect`))
 }
 
 worker_receive <- function() {
-    .Call('_bgpool_worker_receive', PACKAGE = 'bgpool')
+    .Call(`_bgpool_worker_receive`)
 }
 
 worker_send <- function(message) {
-    .Call('_bgpool_worker_send', PACKAGE = 'bgpool', message)
+    .Call(`_bgpool_worker_send`, message)
 }
 
 monotonic_time <- function() {
-    .Call('_bgpool_monotonic_time', PACKAGE = 'bgpool')
+    .Call(`_bgpool_monotonic_time`)
+}
+
+worker_run_elements <- function(call, env, n, nforce) {
+    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce))
 }
 

@@ -18,6 +18,10 @@ on_workers <- function(caller, fun, args, slots) {
 }
 
 check_result <- function(caller, result, n, labels, unit = "element") {
+  # failures arrive as workers finish; report them in input order
+  in_order <- order(result$failed)
+  result$failed <- result$failed[in_order]
+  result$errors <- result$errors[in_order]
   if (!is.null(result$lost))
     stop(worker_died_error(caller, result, n, labels))
   if (length(result$failed))

@@ -28,33 +28,29 @@ worker_main <- function() {
 # The call evaluated for element k of `inputs`, as lapply() and clusterMap()
 # make it: fun(inputs[[k]], <extra>), or fun(inputs[[1]][[k]], ...,
 # <MoreArgs>) named as the inputs are, with the extra arguments quoted as
-# do.call(quote = TRUE) does.
+# do.call(quote = TRUE) does. `nforce` element arguments are forced first.
 prepare_job <- function(job) {
   extra <- lapply(job$extra, enquote)
   if (job$kind == "lapply")
-    return(list(is_map = FALSE, call = as.call(c(list(job$fun, quote(inputs[[k]])), extra))))
+    return(list(is_map = FALSE, nforce = 1L,
+                call = as.call(c(list(job$fun, quote(inputs[[k]])), extra))))
   args <- lapply(seq_len(job$arity), function(j) bquote(inputs[[.(j)]][[k]]))
   names(args) <- job$names
-  list(is_map = TRUE, call = as.call(c(list(job$fun), args, extra)))
+  list(is_map = TRUE, nforce = job$arity, call = as.call(c(list(job$fun), args, extra)))
 }
 
 # Runs the job's call for each element; stops at the first error, reporting
 # its position so that the master runs the rest elsewhere.
 run_chunk <- function(job, inputs) {
   n <- if (job$is_map) length(inputs[[1L]]) else length(inputs)
-  element_call <- job$call
-  values <- vector("list", n)
-  k <- 0L
+  env <- new.env(parent = baseenv())
+  env$inputs <- inputs
   started <- monotonic_time()
   error <- tryCatch({
-    while (k < n) {
-      k <- k + 1L
-      value <- eval(element_call)
-      if (!is.null(value)) values[[k]] <- value
-    }
+    worker_run_elements(job$call, env, n, job$nforce)
     NULL
-  }, error = function(e) task_failure(e, k))
-  list(values = values, error = error, elapsed = monotonic_time() - started)
+  }, error = function(e) task_failure(e, env$k))
+  list(values = env$values, error = error, elapsed = monotonic_time() - started)
 }
 
 run_call <- function(fun, args) {

@@ -130,6 +130,18 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// worker_run_elements
+void worker_run_elements(SEXP call, SEXP env, int n, int nforce);
+RcppExport SEXP _bgpool_worker_run_elements(SEXP callSEXP, SEXP envSEXP, SEXP nSEXP, SEXP nforceSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type call(callSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type env(envSEXP);
+    Rcpp::traits::input_parameter< int >::type n(nSEXP);
+    Rcpp::traits::input_parameter< int >::type nforce(nforceSEXP);
+    worker_run_elements(call, env, n, nforce);
+    return R_NilValue;
+END_RCPP
+}
 
 static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 6},
@@ -143,6 +155,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 1},
     {"_bgpool_monotonic_time", (DL_FUNC) &_bgpool_monotonic_time, 0},
+    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 4},
     {NULL, NULL, 0}
 };
 

@@ -117,7 +117,9 @@ class Gather {
 
   double call_id() const { return call_id_; }
   bool lost() const { return lost_.size() > 0; }
-  double estimate() const { return timed_ > 0 ? elapsed_ / timed_ : -1; }
+  // Seconds per element, from the latest chunk: the first chunks of a call
+  // also pay for compiling the function, which must not keep chunks small.
+  double estimate() const { return estimate_; }
 
   bool send(Worker& w, SEXP message, Range range) {
     if (!w.usable()) return worker_lost(w);
@@ -213,8 +215,8 @@ class Gather {
       SET_VECTOR_ELT(values_, start + i, VECTOR_ELT(values, i));
       done_[start + i] = TRUE;
     }
-    elapsed_ += Rcpp::as<double>(reply[kReplyElapsed]);
-    timed_ += static_cast<double>(finished + (error != R_NilValue));
+    double ran = static_cast<double>(finished + (error != R_NilValue));
+    if (ran > 0) estimate_ = Rcpp::as<double>(reply[kReplyElapsed]) / ran;
   }
 
   bool worker_lost(Worker& w) {
@@ -235,13 +237,18 @@ class Gather {
   std::vector<int> failed_;
   Rcpp::List errors_;
   Rcpp::List lost_;
-  double elapsed_ = 0, timed_ = 0;
+  double estimate_ = -1;
 };
 
-R_xlen_t next_chunk(R_xlen_t remaining, int workers, double estimate, R_xlen_t fixed) {
+// Until the first chunk comes back, the tasks' duration is unknown: the
+// first chunks are small (an eighth of a worker's share), so that slow
+// tasks are not committed in bulk, yet not single, so that many tiny tasks
+// do not cost a round trip each.
+R_xlen_t next_chunk(R_xlen_t remaining, R_xlen_t n, int workers, double estimate,
+                    R_xlen_t fixed) {
   if (fixed > 0) return std::min(fixed, remaining);
   R_xlen_t guided = (remaining + 2 * workers - 1) / (2 * workers);
-  R_xlen_t capped = estimate < 0 ? 1
+  R_xlen_t capped = estimate < 0 ? n / (8 * workers)
                                  : static_cast<R_xlen_t>(std::max(
                                        1.0, std::floor(kTargetChunkSeconds /
                                                        std::max(estimate, 1e-9))));
@@ -278,7 +285,7 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
       for (int i = 0; i < workers && !pending.empty() && !gather.lost(); ++i) {
         Worker& w = pool.worker(i);
         if (!w.usable() || w.awaiting() >= kDepth) continue;
-        R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), workers,
+        R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), n, workers,
                                    gather.estimate(), chunk_size);
         Range range = take(pending, size);
         R_xlen_t from = static_cast<R_xlen_t>(range.start);

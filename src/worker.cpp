@@ -59,3 +59,26 @@ bool worker_send(SEXP message) {
 
 // [[Rcpp::export(rng = false)]]
 double monotonic_time() { return bgpool::monotonic_seconds(); }
+
+// Evaluates `call` for k = 1..n in `env` (which holds `inputs`), storing
+// each value in `values`, which it defines in `env`. This is lapply()'s own
+// loop: the first `nforce` arguments are forced before the call, so a
+// function that keeps its argument unevaluated still sees its own element.
+// If a task fails, R jumps out to the caller's tryCatch(), and `k` and
+// `values` in `env` tell how far the chunk got.
+// [[Rcpp::export(rng = false)]]
+void worker_run_elements(SEXP call, SEXP env, int n, int nforce) {
+  SEXP k = PROTECT(Rf_ScalarInteger(0));
+  SEXP values = PROTECT(Rf_allocVector(VECSXP, n));
+  Rf_defineVar(Rf_install("k"), k, env);
+  Rf_defineVar(Rf_install("values"), values, env);
+  UNPROTECT(2);
+  Rcpp::unwindProtect([&] {
+    for (int i = 0; i < n; ++i) {
+      INTEGER(k)[0] = i + 1;
+      SEXP value = R_forceAndCall(call, nforce, env);
+      if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
+    }
+    return R_NilValue;
+  });
+}

@@ -186,6 +186,25 @@ test_that("large inputs keep their order", {
   expect_identical(names(pool_map(sqrt, nm)), names(nm))
 })
 
+test_that("results are in input order even when early elements finish last", {
+  n <- test_pool_size()
+  local_pool(n)
+  slow_early <- function(i) {
+    Sys.sleep((7 - i) * 0.05)
+    i
+  }
+  expect_identical(pool_lapply(1:6, slow_early), as.list(1:6))
+  expect_identical(pool_sapply(c(a = 1, b = 2, c = 3), slow_early), c(a = 1, b = 2, c = 3))
+  expect_identical(pool_map(function(i, j) slow_early(i) + j, 1:6, 10L, SIMPLIFY = TRUE),
+                   11:16)
+  pids <- pool_call(Sys.getpid)
+  slow_first <- function(first) {
+    if (Sys.getpid() == first) Sys.sleep(0.5)
+    Sys.getpid()
+  }
+  expect_identical(pool_call(slow_first, pids[[1]]), pids)
+})
+
 test_that("pool_call matches clusterCall", {
   n <- test_pool_size()
   local_pool(n)

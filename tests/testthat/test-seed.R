@@ -14,6 +14,11 @@ test_that("seed example: exported global is visible to pool_sapply tasks", {
   pool_export("x")
   res <- pool_sapply(1:10, function(y) x + y)
   expect_identical(res, as.numeric(43:52))
-  expect_identical(res, 43:52 + 0)
   expect_type(res, "double")
+
+  ref <- with_psock(test_pool_size(), {
+    parallel::clusterExport(cl, "x")
+    parallel::parSapply(cl, 1:10, function(y) x + y)
+  })
+  expect_identical(res, ref)
 })

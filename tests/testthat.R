@@ -1,0 +1,4 @@
+library(testthat)
+library(bgpool)
+
+test_check("bgpool")

@@ -1,0 +1,55 @@
+# A worker that dies is reported, its finished work kept, and replaced.
+
+test_that("a killed worker gives bgpool_worker_died and the pool recovers", {
+  local_pool(2)
+  pids <- pool_pids()
+  victim <- pids[1]
+  f <- function(i, victim) {
+    if (i == 3 && Sys.getpid() == victim) tools::pskill(victim, tools::SIGKILL)
+    if (i == 3) Sys.sleep(0.5)
+    i
+  }
+  # element 3 kills worker 1 only when worker 1 runs it; run until it does
+  err <- NULL
+  for (attempt in 1:20) {
+    err <- tryCatch({ pool_lapply(1:4, f, victim = victim, chunk.size = 1); NULL },
+                    bgpool_worker_died = function(e) e)
+    if (!is.null(err)) break
+    victim <- pool_pids()[1]
+  }
+  skip_if(is.null(err), "the scheduler never gave element 3 to worker 1 in 20 tries")
+  expect_s3_class(err, c("bgpool_worker_died", "bgpool_error", "error"))
+  expect_match(conditionMessage(err), "SIGKILL", fixed = TRUE)
+  expect_match(conditionMessage(err), "element 3", fixed = TRUE)
+  expect_true(3L %in% err$unfinished)
+  finished <- setdiff(1:4, err$unfinished)
+  expect_identical(err$results[finished], as.list(finished))
+  expect_false(pid_alive(victim))
+
+  # replaced at the next call: same size, fresh process, works
+  expect_identical(pool_sapply(1:6, function(i) i * 2), (1:6) * 2)
+  new_pids <- pool_pids()
+  expect_length(new_pids, 2L)
+  expect_false(victim %in% new_pids)
+  expect_true(all(pid_alive(new_pids)))
+})
+
+test_that("a replacement worker gets the master's directory and the exports", {
+  local_pool(2)
+  assign("exported_value", 99, envir = globalenv())
+  withr::defer(rm("exported_value", envir = globalenv()))
+  pool_export("exported_value")
+  victim <- pool_pids()[2]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(unlist(pool_evalq(exported_value)), c(99, 99))
+  expect_identical(unlist(pool_evalq(getwd())), rep(getwd(), 2))
+})
+
+test_that("functions that keep their argument unevaluated see their own element", {
+  local_pool(2)
+  fs <- pool_lapply(1:5, function(x) function() x)
+  expect_identical(vapply(fs, function(f) f(), 1L), 1:5)
+  gs <- pool_map(function(a, b) function() a + b, 1:3, 4:6)
+  expect_identical(vapply(gs, function(g) g(), 1L), c(5L, 7L, 9L))
+})
