@@ -25,10 +25,6 @@ pool_run_on_workers <- function(xp, fun, args, slots) {
     .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots)
 }
 
-pool_worker_output <- function(xp, slot, lines) {
-    .Call(`_bgpool_pool_worker_output`, xp, slot, lines)
-}
-
 worker_connect <- function() {
     invisible(.Call(`_bgpool_worker_connect`))
 }

@@ -82,18 +82,6 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// pool_worker_output
-std::string pool_worker_output(SEXP xp, int slot, int lines);
-RcppExport SEXP _bgpool_pool_worker_output(SEXP xpSEXP, SEXP slotSEXP, SEXP linesSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
-    Rcpp::traits::input_parameter< int >::type lines(linesSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_worker_output(xp, slot, lines));
-    return rcpp_result_gen;
-END_RCPP
-}
 // worker_connect
 void worker_connect();
 RcppExport SEXP _bgpool_worker_connect() {
@@ -150,7 +138,6 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_replace_unusable", (DL_FUNC) &_bgpool_pool_replace_unusable, 1},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 6},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 4},
-    {"_bgpool_pool_worker_output", (DL_FUNC) &_bgpool_pool_worker_output, 3},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 0},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 1},

@@ -95,9 +95,3 @@ SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots) {
   for (int& slot : slots) --slot;
   return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots); });
 }
-
-// [[Rcpp::export(rng = false)]]
-std::string pool_worker_output(SEXP xp, int slot, int lines) {
-  Pool& pool = get_pool(xp);
-  return pool.log_tail(pool.worker(slot - 1), static_cast<size_t>(lines));
-}
