@@ -13,12 +13,12 @@ pool_state <- function(xp) {
     .Call(`_bgpool_pool_state`, xp)
 }
 
-pool_replace_unusable <- function(xp) {
-    .Call(`_bgpool_pool_replace_unusable`, xp)
+pool_prepare <- function(xp, grace) {
+    .Call(`_bgpool_pool_prepare`, xp, grace)
 }
 
-pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size) {
-    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size)
+pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout) {
+    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout)
 }
 
 pool_run_on_workers <- function(xp, fun, args, slots) {
@@ -31,6 +31,14 @@ worker_connect <- function() {
 
 worker_receive <- function() {
     .Call(`_bgpool_worker_receive`)
+}
+
+worker_call_cancelled <- function() {
+    .Call(`_bgpool_worker_call_cancelled`)
+}
+
+worker_task_done <- function() {
+    invisible(.Call(`_bgpool_worker_task_done`))
 }
 
 worker_send <- function(message) {

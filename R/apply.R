@@ -12,7 +12,11 @@
 #' If a task raises an error, the other elements still run, and then an
 #' error of class `bgpool_task_error` names the failed element; its fields
 #' `failed`, `errors` and `results` hold the failed indices, their original
-#' conditions and every result that finished.
+#' conditions and every result that finished. If a worker dies, the call
+#' fails with an error of class `bgpool_worker_died` that says how the worker
+#' ended and shows its last output, with the finished `results` and the
+#' `unfinished` indices. Warnings raised by tasks are signalled in the
+#' master; what tasks print goes to the workers' logs ([pool_output()]).
 #'
 #' @param X A vector (atomic or list); other objects are converted with
 #'   [as.list()].
@@ -25,6 +29,13 @@
 #' @param MoreArgs A list of further arguments to `fun`.
 #' @param RECYCLE Whether shorter vectors are recycled to the longest.
 #' @param SIMPLIFY Whether to simplify the result, as [mapply()] does.
+#' @param .retry How many times to re-run, on a fresh worker, the elements
+#'   that a worker which died (or was stopped) did not finish. Errors raised
+#'   by the task's own code are never retried.
+#' @param .timeout The time limit, in seconds, for each element's task: a
+#'   task still running then has its worker stopped (and replaced), and the
+#'   call fails with an error of class `bgpool_task_timeout`. With a limit,
+#'   elements are sent one at a time.
 #' @return A list (or, simplified, a vector or array) of the results.
 #' @examples
 #' init_pool(2)
@@ -36,16 +47,21 @@
 #'          src = c("a.txt", "b.txt"), dest = c("x/a.txt", "x/b.txt"))
 #' delete_pool()
 #' @export
-pool_lapply <- function(X, fun, ..., chunk.size = NULL) {
+pool_lapply <- function(X, fun, ..., chunk.size = NULL,
+                        .retry = getOption("bgpool.retry", 0),
+                        .timeout = getOption("bgpool.timeout", Inf)) {
   lapply_on_pool("pool_lapply()", X, match_function(fun, "fun", "pool_lapply()", parent.frame()),
-                 list(...), chunk.size)
+                 list(...), chunk.size, .retry, .timeout)
 }
 
 #' @rdname pool_lapply
 #' @export
-pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.size = NULL) {
+pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.size = NULL,
+                        .retry = getOption("bgpool.retry", 0),
+                        .timeout = getOption("bgpool.timeout", Inf)) {
   FUN <- match_function(FUN, "FUN", "pool_sapply()", parent.frame())
-  answer <- lapply_on_pool("pool_sapply()", as.list(X), FUN, list(...), chunk.size)
+  answer <- lapply_on_pool("pool_sapply()", as.list(X), FUN, list(...), chunk.size,
+                           .retry, .timeout)
   if (USE.NAMES && is.character(X) && is.null(names(answer)))
     names(answer) <- X
   if (!isFALSE(simplify))
@@ -55,10 +71,14 @@ pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.si
 
 #' @rdname pool_lapply
 #' @export
-pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE, USE.NAMES = TRUE) {
+pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE, USE.NAMES = TRUE,
+                     .retry = getOption("bgpool.retry", 0),
+                     .timeout = getOption("bgpool.timeout", Inf)) {
   caller <- "pool_map()"
   handle <- live_pool(caller)
   fun <- match_function(fun, "fun", caller, parent.frame())
+  retry <- check_retry(.retry, caller)
+  timeout <- check_timeout(.timeout, caller)
   args <- list(...)
   if (length(args) == 0L)
     abort("pool_map(): give at least one vector to map over, e.g. pool_map(f, x = 1:3)",
@@ -77,21 +97,25 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
   labels <- map_names(args[[1L]], vlen, USE.NAMES)
   job <- list(kind = "map", fun = fun, extra = as.list(MoreArgs),
               arity = length(args), names = names(args))
-  answer <- run_elements(caller, handle, job, lapply(args, as_elements), TRUE, vlen, 0, labels)
+  answer <- run_elements(caller, handle, job, lapply(args, as_elements), TRUE, vlen, 0, labels,
+                         retry, timeout)
   names(answer) <- labels
   if (!isFALSE(SIMPLIFY) && length(answer))
     simplify2array(answer, higher = (SIMPLIFY == "array"))
   else answer
 }
 
-lapply_on_pool <- function(caller, X, fun, extra, chunk.size) {
+lapply_on_pool <- function(caller, X, fun, extra, chunk.size, retry, timeout) {
   handle <- live_pool(caller)
   chunk_size <- check_chunk_size(chunk.size, caller)
+  retry <- check_retry(retry, caller)
+  timeout <- check_timeout(timeout, caller)
   # as lapply() does: X[[i]] of anything else is taken from as.list(X)
   if (!is.vector(X) || is.object(X))
     X <- as.list(X)
   job <- list(kind = "lapply", fun = fun, extra = extra)
-  answer <- run_elements(caller, handle, job, X, FALSE, length(X), chunk_size, names(X))
+  answer <- run_elements(caller, handle, job, X, FALSE, length(X), chunk_size, names(X),
+                         retry, timeout)
   names(answer) <- names(X)
   answer
 }

@@ -45,19 +45,26 @@ task_error <- function(caller, result, n, labels, unit = "element") {
                results = result$values)
 }
 
-worker_died_error <- function(caller, result, n, labels) {
+# A worker that died, lost its link, or was stopped for running past the
+# time limit (class bgpool_task_timeout, a kind of bgpool_worker_died).
+worker_lost_error <- function(caller, result, n, labels) {
   lost <- result$lost
   tasks <- lost$tasks
   running <- if (length(tasks)) {
     sprintf(" while running %s%s", element_label(tasks[1L], labels),
-            if (length(tasks) > 1L) sprintf(" and %d more", length(tasks) - 1L) else "")
+            if (length(tasks) > 1L) sprintf(" (and %d more elements queued)", length(tasks) - 1L) else "")
   } else ""
   output <- if (nzchar(lost$output)) paste0("\nIts last output:\n", lost$output) else ""
+  advice <- if (lost$timed_out)
+    "Raise `.timeout` (or options(bgpool.timeout)) if the task needs longer."
+  else
+    "Set `.retry` (or options(bgpool.retry)) to re-run lost elements on a fresh worker."
   message <- sprintf(
-    "%s: worker %d (pid %d) %s%s. Results that finished are in the error's `results` field; unfinished elements are in `unfinished`. The worker is replaced at the next call.%s",
-    caller, lost$worker, lost$pid, lost$how, running, output)
-  bgpool_error(message, "bgpool_worker_died",
+    "%s: worker %d (pid %d) %s%s. Finished results are in the error's `results` field, unfinished elements in `unfinished`; the worker is replaced at the next call. %s%s",
+    caller, lost$worker, lost$pid, lost$how, running, advice, output)
+  class <- if (lost$timed_out) c("bgpool_task_timeout", "bgpool_worker_died") else "bgpool_worker_died"
+  bgpool_error(message, class,
                worker = lost$worker, pid = lost$pid, how = lost$how, output = lost$output,
-               results = result$values, unfinished = which(!result$done),
+               tasks = tasks, results = result$values, unfinished = which(!result$done),
                failed = result$failed, errors = task_conditions(result$errors))
 }

@@ -88,6 +88,7 @@ worker_options <- function(...) {
 }
 
 create_pool <- function(size, options) {
+  remove_orphaned_dirs()
   args <- c("--default-packages=datasets,utils,grDevices,graphics,stats,methods",
             as.character(options$rscript_args), "-e", "bgpool:::worker_main()")
   # Workers inherit the environment, not library paths set at run time.
@@ -100,6 +101,18 @@ create_pool <- function(size, options) {
   .bgpool$pool <- handle
   .bgpool$size <- size
   .bgpool$exports <- new.env(parent = emptyenv())
+}
+
+# A master that was killed (SIGKILL, crash) cannot remove its pool's
+# directory; its workers exit on their own. Such directories, found in
+# other sessions' temporary directories, are removed here.
+remove_orphaned_dirs <- function() {
+  dirs <- Sys.glob(file.path(dirname(tempdir()), "Rtmp*", "bgpool-*-*"))
+  pids <- as.integer(sub("^bgpool-([0-9]+)-.*$", "\\1", basename(dirs)))
+  mine <- file.info(dirs, extra_cols = TRUE)$uname %in% Sys.info()[["effective_user"]]
+  orphaned <- dirs[mine & !is.na(pids) & pids != Sys.getpid() &
+                     !file.exists(file.path("/proc", pids))]
+  unlink(orphaned, recursive = TRUE)
 }
 
 stop_pool <- function() {
@@ -115,7 +128,7 @@ live_pool <- function(caller) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
-  replaced <- pool_replace_unusable(handle)
+  replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1))
   if (length(replaced)) {
     on_workers(caller, worker_reset, list(getwd()), replaced)
     exports <- as.list(.bgpool$exports, all.names = TRUE)
@@ -123,6 +136,39 @@ live_pool <- function(caller) {
       on_workers(caller, worker_assign, list(exports), replaced)
   }
   handle
+}
+
+#' Show what the workers printed
+#'
+#' Workers' standard output and standard error (output of `print()`, `cat()`,
+#' `message()`) go to a log file per worker, not to the console. This returns
+#' the last lines of each, for diagnostics; errors about a worker that died
+#' include its last lines too.
+#'
+#' @param lines How many of the last lines to show per worker.
+#' @return A character vector, one element per worker, of class
+#'   `bgpool_output` (printed as a section per worker).
+#' @examples
+#' init_pool(2)
+#' invisible(pool_lapply(1:2, function(i) cat("hello from task", i, "\n")))
+#' pool_output()
+#' delete_pool()
+#' @export
+pool_output <- function(lines = 20) {
+  if (!pool_exists())
+    stop(no_pool_error("pool_output()"))
+  text <- vapply(pool_state(.bgpool$pool)$logs, function(path) {
+    content <- if (file.exists(path)) readLines(path, warn = FALSE) else character()
+    paste(utils::tail(content, lines), collapse = "\n")
+  }, "", USE.NAMES = FALSE)
+  structure(text, class = "bgpool_output")
+}
+
+#' @export
+print.bgpool_output <- function(x, ...) {
+  for (i in seq_along(x))
+    cat(sprintf("-- worker %d --\n%s\n", i, x[[i]]))
+  invisible(x)
 }
 
 # Internal, for tests and diagnostics: the workers' pids and the pool's

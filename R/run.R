@@ -1,14 +1,32 @@
 # Running work on the pool and turning the outcome into results or errors.
 #
-# The native scheduler returns list(values, done, failed, errors, lost):
-# `values` in input order; `done` whether each element ran (finished or
-# failed); `failed` the indices whose task raised an error, with the
-# worker's `errors` (message and class); `lost`, when a worker died or its
-# link broke: which worker, how it ended, its last output and the elements
-# it was running.
+# The native scheduler returns list(values, done, failed, errors, warnings,
+# lost): `values` in input order; `done` whether each element ran (finished
+# or failed); `failed` the indices whose task raised an error, with the
+# worker's `errors` (message and class); the tasks' `warnings` (position,
+# message, class); `lost`, when a worker died, its link broke or its task
+# ran past the time limit: which worker, how it ended, its last output and
+# the elements it was running.
 
-run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, labels) {
-  result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size)
+run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, labels,
+                         retry = 0, timeout = Inf) {
+  timed <- is.finite(timeout)
+  # a time limit applies to each task, so each task travels alone
+  if (timed) chunk_size <- 1
+  result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size,
+                              if (timed) timeout else 0)
+  # Re-run on fresh workers what a lost worker did not finish (not a task
+  # that ran past its time limit: it would again).
+  while (!is.null(result$lost) && retry > 0) {
+    redo <- which(!result$done)
+    if (isTRUE(result$lost$timed_out)) redo <- setdiff(redo, result$lost$tasks[1L])
+    if (!length(redo)) break
+    retry <- retry - 1
+    handle <- live_pool(caller)
+    again <- pool_run_elements(handle, job, take_elements(inputs, redo, is_map), is_map,
+                               length(redo), chunk_size, if (timed) timeout else 0)
+    result <- merge_results(result, again, redo)
+  }
   check_result(caller, result, n, labels)
 }
 
@@ -22,11 +40,36 @@ check_result <- function(caller, result, n, labels, unit = "element") {
   in_order <- order(result$failed)
   result$failed <- result$failed[in_order]
   result$errors <- result$errors[in_order]
+  for (w in result$warnings)
+    warning(structure(class = w$class, list(message = w$message, call = NULL)))
   if (!is.null(result$lost))
-    stop(worker_died_error(caller, result, n, labels))
+    stop(worker_lost_error(caller, result, n, labels))
   if (length(result$failed))
     stop(task_error(caller, result, n, labels, unit))
   result$values
+}
+
+# The elements at `index` of the inputs (recycled, for map).
+take_elements <- function(inputs, index, is_map) {
+  if (!is_map) return(inputs[index])
+  lapply(inputs, function(x) x[(index - 1L) %% length(x) + 1L])
+}
+
+# `again` ran the elements at `index` of the first attempt.
+merge_results <- function(first, again, index) {
+  first$values[index] <- again$values
+  first$done[index] <- again$done
+  first$failed <- c(first$failed, index[again$failed])
+  first$errors <- c(first$errors, again$errors)
+  first$warnings <- c(first$warnings, lapply(again$warnings, function(w) {
+    w$position <- index[w$position]
+    w
+  }))
+  first$lost <- if (!is.null(again$lost)) {
+    again$lost$tasks <- index[again$lost$tasks]
+    again$lost
+  }
+  first
 }
 
 # match.fun() with an error that says what to pass instead.
@@ -50,4 +93,17 @@ check_chunk_size <- function(chunk.size, caller) {
           "bgpool_bad_argument")
   # as in parallel: 0 means the default
   ceiling(chunk.size)
+}
+
+check_retry <- function(retry, caller) {
+  if (!is.numeric(retry) || length(retry) != 1L || is.na(retry) || retry < 0)
+    abort(sprintf("%s: `.retry` must be a whole number, 0 or more", caller), "bgpool_bad_argument")
+  floor(retry)
+}
+
+check_timeout <- function(timeout, caller) {
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0)
+    abort(sprintf("%s: `.timeout` must be a number of seconds greater than 0 (Inf for none)", caller),
+          "bgpool_bad_argument")
+  timeout
 }

@@ -44,19 +44,20 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// pool_replace_unusable
-std::vector<int> pool_replace_unusable(SEXP xp);
-RcppExport SEXP _bgpool_pool_replace_unusable(SEXP xpSEXP) {
+// pool_prepare
+std::vector<int> pool_prepare(SEXP xp, double grace);
+RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_replace_unusable(xp));
+    Rcpp::traits::input_parameter< double >::type grace(graceSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace));
     return rcpp_result_gen;
 END_RCPP
 }
 // pool_run_elements
-SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size);
-RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP) {
+SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size, double timeout);
+RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP, SEXP timeoutSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
@@ -65,7 +66,8 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< bool >::type is_map(is_mapSEXP);
     Rcpp::traits::input_parameter< double >::type n(nSEXP);
     Rcpp::traits::input_parameter< double >::type chunk_size(chunk_sizeSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size));
+    Rcpp::traits::input_parameter< double >::type timeout(timeoutSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size, timeout));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -97,6 +99,23 @@ BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     rcpp_result_gen = Rcpp::wrap(worker_receive());
     return rcpp_result_gen;
+END_RCPP
+}
+// worker_call_cancelled
+bool worker_call_cancelled();
+RcppExport SEXP _bgpool_worker_call_cancelled() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(worker_call_cancelled());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_task_done
+void worker_task_done();
+RcppExport SEXP _bgpool_worker_task_done() {
+BEGIN_RCPP
+    worker_task_done();
+    return R_NilValue;
 END_RCPP
 }
 // worker_send
@@ -135,11 +154,13 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 6},
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
-    {"_bgpool_pool_replace_unusable", (DL_FUNC) &_bgpool_pool_replace_unusable, 1},
-    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 6},
+    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
+    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 7},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 4},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 0},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
+    {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
+    {"_bgpool_worker_task_done", (DL_FUNC) &_bgpool_worker_task_done, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 1},
     {"_bgpool_monotonic_time", (DL_FUNC) &_bgpool_monotonic_time, 0},
     {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 4},

@@ -62,30 +62,37 @@ Rcpp::List pool_state(SEXP xp) {
   pool.check_workers();
   Rcpp::IntegerVector pids(pool.size());
   Rcpp::LogicalVector usable(pool.size());
+  Rcpp::CharacterVector logs(pool.size());
   for (int i = 0; i < pool.size(); ++i) {
     pids[i] = pool.worker(i).pid;
     usable[i] = pool.worker(i).usable();
+    logs[i] = pool.worker(i).log_path;
   }
   return Rcpp::List::create(Rcpp::Named("pids") = pids, Rcpp::Named("usable") = usable,
-                            Rcpp::Named("dir") = pool.dir());
+                            Rcpp::Named("logs") = logs, Rcpp::Named("dir") = pool.dir());
 }
 
-// Replaces dead or broken workers; returns their (1-based) slots.
+// Brings the pool into shape for a new call: drops what workers still owe
+// from abandoned calls (killing those stuck longer than `grace` seconds),
+// then replaces dead or broken workers; returns their (1-based) slots.
 // [[Rcpp::export(rng = false)]]
-std::vector<int> pool_replace_unusable(SEXP xp) {
+std::vector<int> pool_prepare(SEXP xp, double grace) {
   Pool& pool = get_pool(xp);
-  std::vector<int> slots = interruptible([&] { return pool.replace_unusable(); });
+  std::vector<int> slots = interruptible([&] {
+    bgpool::settle(pool, grace);
+    return pool.replace_unusable();
+  });
   for (int& slot : slots) ++slot;
   return slots;
 }
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
-                       double chunk_size) {
+                       double chunk_size, double timeout) {
   Pool& pool = get_pool(xp);
   return interruptible([&] {
     return bgpool::run_elements(pool, job, inputs, is_map, static_cast<R_xlen_t>(n),
-                                static_cast<R_xlen_t>(chunk_size));
+                                static_cast<R_xlen_t>(chunk_size), timeout);
   });
 }
 

@@ -13,9 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
-#define R_NO_REMAP
-#include <R.h>
-#include <Rinternals.h>
+#include <Rcpp.h>
 
 namespace bgpool {
 
@@ -37,6 +35,13 @@ std::string describe_exit(const os::ExitInfo& exit) {
 }  // namespace
 
 bool interrupt_pending() { return !R_ToplevelExec(check_interrupt, nullptr); }
+
+void check_user_interrupt() {
+  Rcpp::unwindProtect([] {
+    R_CheckUserInterrupt();
+    return R_NilValue;
+  });
+}
 
 Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
     : command_(command) {
@@ -68,6 +73,7 @@ void Pool::spawn(Worker& w) {
   w.in_flight.clear();
   w.stale_replies = 0;
   w.job_call = -1;
+  w.busy_since = w.cancelled_at = 0;
   w.pid = os::spawn(spec);
 }
 
@@ -102,7 +108,7 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
                                  " ended while starting (" + describe_exit(w->exit) +
                                  "). Its last output:\n" + log_tail(*w));
     }
-    if (interrupt_pending()) throw Interrupted();
+    check_user_interrupt();
     if (monotonic_seconds() > deadline)
       throw std::runtime_error(std::to_string(waiting.size()) +
                                " worker(s) did not connect within " +
@@ -119,7 +125,8 @@ bool Pool::accept_one(std::vector<Worker*>& waiting) {
   auto conn = std::make_unique<Connection>(fd, interrupt_pending);
   if (os::peer_uid(fd) != getuid()) return true;  // dropped: not our user
   Hello hello{};
-  if (!conn->read_raw(&hello, sizeof hello, 5.0)) return true;
+  // Our workers greet at once; anyone else is dropped after a second.
+  if (!conn->read_raw(&hello, sizeof hello, 1.0)) return true;
   if (std::memcmp(hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
       !same_token(hello.token, token_))
     return true;
@@ -159,6 +166,14 @@ void Pool::kill_worker(Worker& w) {
     wait_exit(w, 5);
   }
   if (w.conn) w.conn->mark_broken("worker stopped");
+}
+
+void Pool::cancel(Worker& w, double call_id) {
+  if (!w.alive()) return;
+  sigval value;
+  value.sival_int = call_tag(call_id);
+  sigqueue(w.pid, SIGUSR1, value);
+  w.cancelled_at = monotonic_seconds();
 }
 
 std::vector<int> Pool::replace_unusable() {

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cmath>
 #include <deque>
 #include <memory>
 #include <string>
@@ -39,6 +40,10 @@ struct Worker {
   int stale_replies = 0;
   // The call whose function this worker has already received.
   double job_call = -1;
+  // When the task at the head of in_flight started (for time limits), and
+  // when this worker was last told to drop its work.
+  double busy_since = 0;
+  double cancelled_at = 0;
 
   bool alive() const { return pid > 0 && !exit.exited; }
   bool usable() const { return alive() && conn && !conn->broken(); }
@@ -70,6 +75,9 @@ class Pool {
   std::vector<int> replace_unusable();
   // Ends a worker now (it misbehaved, or its link broke).
   void kill_worker(Worker& w);
+  // Asks a worker to abandon the tasks of call `call_id` (SIGUSR1 carrying
+  // the call's number; the worker interrupts only that call's tasks).
+  void cancel(Worker& w, double call_id);
   // The last lines a worker wrote to its stdout/stderr.
   std::string log_tail(const Worker& w, size_t max_lines = 10) const;
 
@@ -89,12 +97,20 @@ class Pool {
   bool stopped_ = false;
 };
 
-// Thrown when the user interrupts a wait; turned into R's interrupt at the
-// boundary to R.
+// Thrown when the user interrupted a wait inside R's serializer (where R
+// must not jump); turned into R's interrupt at the boundary to R.
 struct Interrupted {};
 
 // Whether the user has asked to interrupt (checked without R jumping).
 bool interrupt_pending();
+// Lets R act on a pending interrupt or time limit: R jumps out, as a C++
+// exception through the caller's frames, so their destructors clean up.
+void check_user_interrupt();
+
+// The number a worker sees for a call in its cancel signal.
+inline int call_tag(double call_id) {
+  return 1 + static_cast<int>(std::fmod(call_id, 2147483646.0));
+}
 
 // The fixed-size greeting a worker sends right after connecting.
 struct Hello {

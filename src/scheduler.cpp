@@ -5,6 +5,10 @@
 // what remains, so the tail is balanced), capped so that a chunk takes
 // about kTargetChunkSeconds by the workers' own timing: tiny tasks travel
 // in large batches, long tasks one at a time.
+//
+// A call that ends early (a worker lost, an interrupt, an R error while
+// waiting) tells the workers still busy with it to drop that work; their
+// replies, still owed, are read and dropped before the next call's.
 #include "scheduler.h"
 
 #include <poll.h>
@@ -22,11 +26,12 @@ namespace {
 
 constexpr int kDepth = 2;
 constexpr double kTargetChunkSeconds = 0.002;
+constexpr double kInterruptCheckSeconds = 0.1;
 constexpr int kOpChunk = 1;
 constexpr int kOpCall = 2;
 
-// Reply layout (R/worker.R): list(call_id, start, values, error, elapsed)
-enum ReplyField { kReplyCall, kReplyStart, kReplyValues, kReplyError, kReplyElapsed };
+// Reply layout (R/worker.R): list(call_id, start, values, error, elapsed, warnings)
+enum ReplyField { kReplyCall, kReplyStart, kReplyValues, kReplyError, kReplyElapsed, kReplyWarnings };
 
 // Copies x[from + i] (recycling x when shorter) for i < len into a new
 // vector of x's type, without attributes: only elements travel.
@@ -77,56 +82,58 @@ SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
   return out;
 }
 
-// What went wrong with a worker, for the R side to report.
-Rcpp::List describe_loss(Pool& pool, Worker& w, const std::vector<double>& tasks) {
-  std::string how;
-  // A worker whose link closed is usually on its way out: give it a moment
-  // to report its own exit status before making sure it is gone.
-  double deadline = monotonic_seconds() + 0.5;
-  while (w.alive() && monotonic_seconds() < deadline) {
-    w.exit = os::reap(w.pid);
-    if (!w.exit.exited) poll(nullptr, 0, 5);
-  }
-  if (w.exit.exited)
-    how = w.exit.signal ? "killed by " + os::signal_name(w.exit.signal)
-                        : "exited with status " + std::to_string(w.exit.status);
-  else
-    how = "its connection failed (" + (w.conn ? w.conn->failure() : std::string("closed")) + ")";
-  int pid = w.pid;
-  pool.kill_worker(w);
-  return Rcpp::List::create(Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = pid,
-                            Rcpp::Named("how") = how,
-                            Rcpp::Named("output") = pool.log_tail(w),
-                            Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end()));
+std::string describe_exit(const os::ExitInfo& exit) {
+  return exit.signal ? "was killed by " + os::signal_name(exit.signal)
+                     : "exited with status " + std::to_string(exit.status);
 }
+
+// Calls check_user_interrupt() at most every kInterruptCheckSeconds.
+class InterruptCheck {
+ public:
+  void operator()() {
+    double now = monotonic_seconds();
+    if (now - last_ < kInterruptCheckSeconds) return;
+    last_ = now;
+    check_user_interrupt();
+  }
+
+ private:
+  double last_ = monotonic_seconds();
+};
 
 // State of one call: results in input order, failures, and bookkeeping.
 class Gather {
  public:
-  Gather(Pool& pool, R_xlen_t n) : pool_(pool), values_(n), done_(n) {
+  Gather(Pool& pool, R_xlen_t n, double timeout)
+      : pool_(pool), values_(n), done_(n), timeout_(timeout) {
     std::fill(done_.begin(), done_.end(), FALSE);
     call_id_ = pool.next_call_id();
-    // Replies still owed for an abandoned (interrupted) call are read and
-    // dropped before this call's replies, which come after them.
-    for (int i = 0; i < pool.size(); ++i) {
-      Worker& w = pool.worker(i);
+  }
+
+  // However the call ends, workers still busy with it are told to drop it.
+  ~Gather() {
+    for (int i = 0; i < pool_.size(); ++i) {
+      Worker& w = pool_.worker(i);
+      if (w.in_flight.empty()) continue;
+      pool_.cancel(w, call_id_);
       w.stale_replies += static_cast<int>(w.in_flight.size());
       w.in_flight.clear();
     }
   }
 
   double call_id() const { return call_id_; }
-  bool lost() const { return lost_.size() > 0; }
+  bool lost() const { return lost_ != R_NilValue; }
   // Seconds per element, from the latest chunk: the first chunks of a call
   // also pay for compiling the function, which must not keep chunks small.
   double estimate() const { return estimate_; }
 
   bool send(Worker& w, SEXP message, Range range) {
-    if (!w.usable()) return worker_lost(w);
+    if (!w.usable()) return worker_lost(w, false);
     if (!write_message(*w.conn, message)) {
       if (w.conn->interrupted()) throw Interrupted();
-      return worker_lost(w);
+      return worker_lost(w, false);
     }
+    if (w.awaiting() == 0) w.busy_since = monotonic_seconds();
     w.in_flight.push_back(range);
     return true;
   }
@@ -141,64 +148,79 @@ class Gather {
   // elements after one that failed go back to `requeue`.
   void receive(std::deque<Range>& requeue) {
     Worker* ready = nullptr;
-    while (!ready) ready = wait_ready();
+    while (!ready && !lost()) ready = wait_ready();
+    if (!ready) return;
     Worker& w = *ready;
     if (!w.conn->begin_message()) {
       if (w.conn->interrupted()) throw Interrupted();
-      worker_lost(w);
+      worker_lost(w, false);
       return;
     }
     Rcpp::List reply(read_message(*w.conn));
     if (w.stale_replies > 0) {
       --w.stale_replies;
-      return;
+    } else {
+      Range range = w.in_flight.front();
+      w.in_flight.pop_front();
+      if (Rcpp::as<double>(reply[kReplyCall]) != call_id_) {
+        w.conn->mark_broken("a reply out of order");
+        worker_lost(w, false);
+        return;
+      }
+      store(range, reply, requeue);
     }
-    Range range = w.in_flight.front();
-    w.in_flight.pop_front();
-    if (Rcpp::as<double>(reply[kReplyCall]) != call_id_) {
-      w.conn->mark_broken("a reply out of order");
-      worker_lost(w);
-      return;
-    }
-    store(range, reply, requeue);
+    w.busy_since = monotonic_seconds();
   }
 
   SEXP result() {
-    Rcpp::IntegerVector failed(failed_.begin(), failed_.end());
-    SEXP lost = lost_.size() ? static_cast<SEXP>(lost_[0]) : R_NilValue;
-    return Rcpp::List::create(Rcpp::Named("values") = values_, Rcpp::Named("done") = done_,
-                              Rcpp::Named("failed") = failed,
-                              Rcpp::Named("errors") = errors_, Rcpp::Named("lost") = lost);
+    Rcpp::List errors(errors_.begin(), errors_.end());
+    Rcpp::List warnings(warnings_.begin(), warnings_.end());
+    return Rcpp::List::create(
+        Rcpp::Named("values") = values_, Rcpp::Named("done") = done_,
+        Rcpp::Named("failed") = Rcpp::IntegerVector(failed_.begin(), failed_.end()),
+        Rcpp::Named("errors") = errors, Rcpp::Named("warnings") = warnings,
+        Rcpp::Named("lost") = lost_);
   }
 
  private:
   Worker* wait_ready() {
     std::vector<pollfd> fds;
     std::vector<Worker*> owners;
+    double now = monotonic_seconds();
+    int wait_ms = static_cast<int>(kInterruptCheckSeconds * 1000);
     for (int i = 0; i < pool_.size(); ++i) {
       Worker& w = pool_.worker(i);
       if (w.awaiting() == 0 || !w.conn) continue;
       if (w.conn->broken()) {
-        worker_lost(w);
+        worker_lost(w, false);
         return nullptr;
+      }
+      if (timeout_ > 0 && w.stale_replies == 0 && !w.in_flight.empty()) {
+        double left = w.busy_since + timeout_ - now;
+        if (left <= 0) {
+          worker_lost(w, true);
+          return nullptr;
+        }
+        wait_ms = std::min(wait_ms, static_cast<int>(std::ceil(left * 1000)));
       }
       if (w.conn->has_buffered_input()) return &w;
       fds.push_back({w.conn->fd(), POLLIN, 0});
       owners.push_back(&w);
     }
     if (fds.empty()) Rcpp::stop("bgpool: internal error: waiting with nothing in flight");
-    int rc = poll(fds.data(), fds.size(), 100);
+    int rc = poll(fds.data(), fds.size(), wait_ms);
+    check_interrupt_();
     if (rc > 0) {
       for (size_t i = 0; i < fds.size(); ++i)
         if (fds[i].revents) return owners[i];
     }
-    if (interrupt_pending()) throw Interrupted();
     return nullptr;
   }
 
   void store(Range range, const Rcpp::List& reply, std::deque<Range>& requeue) {
     SEXP values = reply[kReplyValues];
     SEXP error = reply[kReplyError];
+    SEXP warnings = reply[kReplyWarnings];
     R_xlen_t start = static_cast<R_xlen_t>(range.start);
     R_xlen_t count = static_cast<R_xlen_t>(range.length);
     R_xlen_t finished = count;
@@ -215,18 +237,52 @@ class Gather {
       SET_VECTOR_ELT(values_, start + i, VECTOR_ELT(values, i));
       done_[start + i] = TRUE;
     }
+    if (warnings != R_NilValue) {
+      Rcpp::List list(warnings);
+      for (R_xlen_t i = 0; i < list.size(); ++i) {
+        Rcpp::List warning(list[i]);
+        warning["position"] = Rcpp::as<double>(warning["position"]) + range.start;
+        warnings_.push_back(warning);
+      }
+    }
     double ran = static_cast<double>(finished + (error != R_NilValue));
     if (ran > 0) estimate_ = Rcpp::as<double>(reply[kReplyElapsed]) / ran;
   }
 
-  bool worker_lost(Worker& w) {
+  // Records the loss of a worker (the first one of the call is reported)
+  // and makes sure it is gone; the pool replaces it at the next call.
+  bool worker_lost(Worker& w, bool timed_out) {
     std::vector<double> tasks;
     for (const Range& r : w.in_flight)
       for (double i = 0; i < r.length; ++i) tasks.push_back(r.start + i + 1);
     w.in_flight.clear();
     w.stale_replies = 0;
-    if (lost_.size() == 0) lost_.push_back(describe_loss(pool_, w, tasks));
-    else pool_.kill_worker(w);
+    if (lost()) {
+      pool_.kill_worker(w);
+      return false;
+    }
+    std::string how;
+    if (timed_out) {
+      pool_.kill_worker(w);
+      how = "was stopped: its task ran longer than the time limit";
+    } else {
+      // A worker whose link closed is usually on its way out: give it a
+      // moment to report its own exit status.
+      double deadline = monotonic_seconds() + 0.5;
+      while (w.alive() && monotonic_seconds() < deadline) {
+        w.exit = os::reap(w.pid);
+        if (!w.exit.exited) poll(nullptr, 0, 5);
+      }
+      how = w.exit.exited ? describe_exit(w.exit)
+                          : "lost its connection (" +
+                                (w.conn ? w.conn->failure() : std::string("closed")) + ")";
+      pool_.kill_worker(w);
+    }
+    lost_ = Rcpp::List::create(
+        Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid,
+        Rcpp::Named("how") = how, Rcpp::Named("timed_out") = timed_out,
+        Rcpp::Named("output") = pool_.log_tail(w),
+        Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end()));
     return false;
   }
 
@@ -234,10 +290,12 @@ class Gather {
   double call_id_;
   Rcpp::List values_;
   Rcpp::LogicalVector done_;
+  double timeout_;
   std::vector<int> failed_;
-  Rcpp::List errors_;
-  Rcpp::List lost_;
+  std::vector<Rcpp::RObject> errors_, warnings_;
+  Rcpp::RObject lost_;
   double estimate_ = -1;
+  InterruptCheck check_interrupt_;
 };
 
 // Until the first chunk comes back, the tasks' duration is unknown: the
@@ -273,8 +331,8 @@ double total(const std::deque<Range>& pending) {
 }  // namespace
 
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
-                  R_xlen_t chunk_size) {
-  Gather gather(pool, n);
+                  R_xlen_t chunk_size, double timeout) {
+  Gather gather(pool, n, timeout);
   std::deque<Range> pending;
   if (n > 0) pending.push_back({0, static_cast<double>(n)});
   int workers = pool.size();
@@ -311,13 +369,46 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
 }
 
 SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots) {
-  Gather gather(pool, static_cast<R_xlen_t>(slots.size()));
+  Gather gather(pool, static_cast<R_xlen_t>(slots.size()), 0);
   Rcpp::List message = Rcpp::List::create(kOpCall, gather.call_id(), fun, args);
   std::deque<Range> unused;
   for (size_t i = 0; i < slots.size() && !gather.lost(); ++i)
     gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1});
   while (!gather.lost() && gather.awaiting_replies()) gather.receive(unused);
   return gather.result();
+}
+
+void settle(Pool& pool, double grace) {
+  InterruptCheck check_interrupt;
+  for (;;) {
+    std::vector<pollfd> fds;
+    std::vector<Worker*> owners;
+    double now = monotonic_seconds();
+    for (int i = 0; i < pool.size(); ++i) {
+      Worker& w = pool.worker(i);
+      if (w.stale_replies == 0) continue;
+      if (!w.usable() || now > w.cancelled_at + grace) {
+        pool.kill_worker(w);
+        w.stale_replies = 0;
+        continue;
+      }
+      fds.push_back({w.conn->fd(), POLLIN, 0});
+      owners.push_back(&w);
+    }
+    if (fds.empty()) return;
+    poll(fds.data(), fds.size(), 20);
+    check_interrupt();
+    for (size_t i = 0; i < fds.size(); ++i) {
+      Worker& w = *owners[i];
+      if (!fds[i].revents && !w.conn->has_buffered_input()) continue;
+      if (!w.conn->begin_message()) {
+        if (w.conn->interrupted()) throw Interrupted();
+        continue;  // broken: killed on the next round
+      }
+      read_message(*w.conn);
+      --w.stale_replies;
+    }
+  }
 }
 
 }  // namespace bgpool

@@ -12,13 +12,19 @@ namespace bgpool {
 // Applies a job (function and fixed arguments) to n elements, a chunk of
 // consecutive elements per message, each chunk to whichever worker is free.
 // `inputs` is the element vector (lapply) or a list of vectors recycled to
-// n (map). `chunk_size` 0 sizes chunks adaptively. Returns the R list
-// described in R/run.R: values in input order, failures, and the worker
-// lost (if any), with every finished result kept.
+// n (map). `chunk_size` 0 sizes chunks adaptively. A task running longer
+// than `timeout` seconds (if > 0) has its worker stopped. Returns the list
+// described in R/run.R: values in input order, failures, warnings, and the
+// worker lost (if any), with every finished result kept.
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
-                  R_xlen_t chunk_size);
+                  R_xlen_t chunk_size, double timeout);
 
 // Calls fun with args once on each of the workers in `slots`.
 SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots);
+
+// Reads and drops the replies still owed for abandoned calls. A worker that
+// still owes some `grace` seconds after it was told to drop its work (stuck
+// in code that never checks for interrupts) is killed, to be replaced.
+void settle(Pool& pool, double grace);
 
 }  // namespace bgpool

@@ -1,6 +1,7 @@
 // The worker's side of the link: connect, prove itself, then exchange
 // messages with the master. Called from the worker loop in R/worker.R.
 #include <Rcpp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,9 +13,32 @@
 #include "pool.h"
 #include "serialize.h"
 
+// R's flag for a pending user interrupt, acted on at R's next check.
+extern "C" int R_interrupts_pending;
+
 namespace {
 
 std::unique_ptr<bgpool::Connection> master;
+
+// The call whose task runs now (its call_tag), or 0 between tasks. The
+// master cancels a call with SIGUSR1 carrying that call's tag; a signal
+// for any other call (one that arrives late) is ignored.
+// The last call cancelled: its messages still queued are not run.
+volatile sig_atomic_t running_call = 0;
+volatile sig_atomic_t cancelled_call = 0;
+
+void on_cancel(int, siginfo_t* info, void*) {
+  cancelled_call = info->si_value.sival_int;
+  if (running_call != 0 && cancelled_call == running_call) R_interrupts_pending = 1;
+}
+
+void install_cancel_handler() {
+  struct sigaction action {};
+  action.sa_sigaction = on_cancel;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGUSR1, &action, nullptr);
+}
 
 std::string take_env(const char* name) {
   const char* value = std::getenv(name);
@@ -33,6 +57,7 @@ void worker_connect() {
   uint32_t slot = static_cast<uint32_t>(std::stoul(take_env("BGPOOL_SLOT")));
   pid_t master_pid = static_cast<pid_t>(std::stol(take_env("BGPOOL_MASTER_PID")));
   bgpool::os::die_with_parent(master_pid);
+  install_cancel_handler();
 
   bgpool::Hello hello{};
   std::memcpy(hello.magic, bgpool::kHelloMagic, sizeof hello.magic);
@@ -45,10 +70,26 @@ void worker_connect() {
 }
 
 // The next message from the master, or NULL when the master has gone.
+// From here until worker_task_done(), the message's call can be cancelled.
 // [[Rcpp::export(rng = false)]]
 SEXP worker_receive() {
   if (!master || !master->begin_message()) return R_NilValue;
-  return bgpool::read_message(*master);
+  SEXP message = PROTECT(bgpool::read_message(*master));
+  running_call = bgpool::call_tag(REAL(VECTOR_ELT(message, 1))[0]);
+  UNPROTECT(1);
+  return message;
+}
+
+// Whether the call of the message just received has been cancelled.
+// [[Rcpp::export(rng = false)]]
+bool worker_call_cancelled() { return running_call == cancelled_call; }
+
+// Ends the window in which a cancel signal interrupts: a cancel that came
+// too late to stop the task must not interrupt the next one.
+// [[Rcpp::export(rng = false)]]
+void worker_task_done() {
+  running_call = 0;
+  R_interrupts_pending = 0;
 }
 
 // Returns FALSE when the master has gone.
@@ -79,6 +120,7 @@ void worker_run_elements(SEXP call, SEXP env, int n, int nforce) {
       SEXP value = R_forceAndCall(call, nforce, env);
       if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
     }
+    worker_task_done();
     return R_NilValue;
   });
 }

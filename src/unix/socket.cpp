@@ -79,7 +79,9 @@ uid_t peer_uid(int fd) {
 }
 
 std::string make_private_dir(const std::string& parent) {
-  std::string templ = parent + "/bgpool-XXXXXX";
+  // The pid in the name lets a later session find the directories of a
+  // master that was killed before it could remove them (R/pool.R).
+  std::string templ = parent + "/bgpool-" + std::to_string(getpid()) + "-XXXXXX";
   if (!mkdtemp(&templ[0])) throw sys_error("cannot create a directory in " + parent);
   chmod(templ.c_str(), 0700);  // mkdtemp does this already; say it anyway
   return templ;
