@@ -25,6 +25,7 @@ constexpr size_t kOutBuffer = 64 * 1024;
 constexpr size_t kDirectRead = 64 * 1024;
 constexpr size_t kReadAhead = 256 * 1024;
 constexpr double kWaitSlice = 0.1;
+constexpr uint64_t kMaxChunk = uint64_t(1) << 32;
 
 }  // namespace
 
@@ -216,6 +217,8 @@ bool Connection::read_stream(void* dst, size_t n) {
 bool Connection::read_chunk_header() {
   uint64_t len = 0;
   if (!read_stream(&len, sizeof len)) return false;
+  // The serializer never hands over more than a string's 2^31 bytes at once.
+  if (len > kMaxChunk) return fail("received a malformed message");
   chunk_left_ = len;
   message_ended_ = len == 0;
   return true;

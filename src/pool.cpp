@@ -48,13 +48,24 @@ Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
   dir_ = os::make_private_dir(temp_dir);
   socket_path_ = dir_ + "/socket";
   token_ = os::random_hex(32);
-  try {
-    listen_fd_ = os::listen_unix(socket_path_);
-  } catch (...) {
-    os::remove_dir_tree(dir_);
-    throw;
-  }
 }
+
+// The pool listens only while workers are starting: at any other time
+// nobody can connect to it at all.
+class Pool::Listening {
+ public:
+  explicit Listening(Pool& pool) : pool_(pool) {
+    pool_.listen_fd_ = os::listen_unix(pool_.socket_path_);
+  }
+  ~Listening() {
+    close(pool_.listen_fd_);
+    pool_.listen_fd_ = -1;
+    unlink(pool_.socket_path_.c_str());
+  }
+
+ private:
+  Pool& pool_;
+};
 
 Pool::~Pool() { stop(); }
 
@@ -83,6 +94,7 @@ void Pool::start(int size) {
       workers_.push_back(std::make_unique<Worker>());
       workers_.back()->slot = i;
     }
+    Listening listening(*this);
     std::vector<Worker*> waiting;
     for (auto& w : workers_) {
       spawn(*w);
@@ -178,16 +190,19 @@ void Pool::cancel(Worker& w, double call_id) {
 
 std::vector<int> Pool::replace_unusable() {
   check_workers();
-  std::vector<Worker*> waiting;
   std::vector<int> slots;
-  for (auto& w : workers_) {
-    if (w->usable()) continue;
-    kill_worker(*w);
-    spawn(*w);
-    waiting.push_back(w.get());
-    slots.push_back(w->slot);
+  for (auto& w : workers_)
+    if (!w->usable()) slots.push_back(w->slot);
+  if (slots.empty()) return slots;
+  Listening listening(*this);
+  std::vector<Worker*> waiting;
+  for (int slot : slots) {
+    Worker& w = *workers_[slot];
+    kill_worker(w);
+    spawn(w);
+    waiting.push_back(&w);
   }
-  if (!waiting.empty()) connect_all(waiting);
+  connect_all(waiting);
   return slots;
 }
 
@@ -203,8 +218,6 @@ void Pool::stop() {
     if (w->alive()) os::send_signal(w->pid, SIGTERM);
   for (auto& w : workers_) wait_exit(*w, 1);
   for (auto& w : workers_) kill_worker(*w);
-  if (listen_fd_ >= 0) close(listen_fd_);
-  listen_fd_ = -1;
   os::remove_dir_tree(dir_);
 }
 

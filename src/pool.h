@@ -84,6 +84,7 @@ class Pool {
   double next_call_id() { return ++call_id_; }
 
  private:
+  class Listening;
   void spawn(Worker& w);
   void connect_all(const std::vector<Worker*>& waiting);
   bool accept_one(std::vector<Worker*>& waiting);
