@@ -15,7 +15,7 @@ deps:
 
 install: deps
 	@mkdir -p $(LIB)
-	@R CMD INSTALL --no-multiarch --library=$(LIB) . > $(LIB)/install.log 2>&1 || \
+	@R CMD INSTALL --preclean --no-multiarch --library=$(LIB) . > $(LIB)/install.log 2>&1 || \
 	  { cat $(LIB)/install.log; exit 1; }
 	@echo "bgpool installed in $(LIB)"
 

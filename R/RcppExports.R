@@ -25,8 +25,12 @@ pool_run_on_workers <- function(xp, fun, args, slots) {
     .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots)
 }
 
-worker_connect <- function() {
-    invisible(.Call(`_bgpool_worker_connect`))
+template_serve <- function() {
+    .Call(`_bgpool_template_serve`)
+}
+
+worker_connect <- function(slot) {
+    invisible(.Call(`_bgpool_worker_connect`, slot))
 }
 
 worker_receive <- function() {

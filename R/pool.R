@@ -90,7 +90,7 @@ worker_options <- function(...) {
 create_pool <- function(size, options) {
   remove_orphaned_dirs()
   args <- c("--default-packages=datasets,utils,grDevices,graphics,stats,methods",
-            as.character(options$rscript_args), "-e", "bgpool:::worker_main()")
+            as.character(options$rscript_args), "-e", "bgpool:::template_main()")
   # Workers inherit the environment, not library paths set at run time.
   env <- paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep))
   handle <- tryCatch(

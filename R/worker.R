@@ -1,6 +1,7 @@
-# The worker process: started by the master as
-# `Rscript -e 'bgpool:::worker_main()'`, it connects back over the pool's
-# private socket, then runs what it is sent until the master goes away.
+# The template process, started by the master as
+# `Rscript -e 'bgpool:::template_main()'`, forks a worker per request (see
+# src/pool.h). A worker connects back over the pool's private socket, then
+# runs what it is sent until the master goes away.
 # Messages (built in src/scheduler.cpp):
 #   list(1L, call_id, start, inputs, job)  a chunk of elements; `job`
 #       (function and fixed arguments) comes with a call's first chunk only
@@ -9,8 +10,14 @@
 # A task's warnings travel back to be signalled in the master; its other
 # output goes to the worker's log (see pool_output()).
 
-worker_main <- function() {
-  worker_connect()
+template_main <- function() {
+  slot <- template_serve()
+  if (slot > 0) worker_main(slot)
+  invisible(NULL)
+}
+
+worker_main <- function(slot) {
+  worker_connect(slot)
   job <- NULL
   repeat {
     message <- worker_receive()

@@ -84,11 +84,21 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// worker_connect
-void worker_connect();
-RcppExport SEXP _bgpool_worker_connect() {
+// template_serve
+int template_serve();
+RcppExport SEXP _bgpool_template_serve() {
 BEGIN_RCPP
-    worker_connect();
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(template_serve());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_connect
+void worker_connect(int slot);
+RcppExport SEXP _bgpool_worker_connect(SEXP slotSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    worker_connect(slot);
     return R_NilValue;
 END_RCPP
 }
@@ -157,7 +167,8 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 7},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 4},
-    {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 0},
+    {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
+    {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
     {"_bgpool_worker_task_done", (DL_FUNC) &_bgpool_worker_task_done, 0},

@@ -272,6 +272,7 @@ bool Connection::write_raw(const void* data, size_t n) {
   return send_all(&iov, 1);
 }
 
+// A negative timeout waits as long as it takes.
 bool Connection::read_raw(void* dst, size_t n, double timeout_seconds) {
   double deadline = monotonic_seconds() + timeout_seconds;
   char* out = static_cast<char*>(dst);
@@ -282,9 +283,13 @@ bool Connection::read_raw(void* dst, size_t n, double timeout_seconds) {
     out += got;
     n -= got;
     if (n == 0) break;
-    double left = deadline - monotonic_seconds();
+    double left = -1;
+    if (timeout_seconds >= 0) {
+      left = deadline - monotonic_seconds();
+      if (left <= 0) return fail("timed out");
+    }
     short revents = 0;
-    if (left <= 0 || !wait(POLLIN, left, &revents)) return fail("timed out");
+    if (!wait(POLLIN, left, &revents)) return false;
   }
   return true;
 }

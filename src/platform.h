@@ -44,16 +44,38 @@ int listen_unix(const std::string& path);
 int accept_unix(int listen_fd);
 // Connects (blocking) to `path`; throws std::system_error.
 int connect_unix(const std::string& path);
-// The uid of the peer of a connected Unix socket.
-uid_t peer_uid(int fd);
+// Who is at the other end of a connected Unix socket.
+struct PeerCredentials {
+  pid_t pid = -1;
+  uid_t uid = static_cast<uid_t>(-1);
+};
+PeerCredentials peer_credentials(int fd);
 
 std::string make_private_dir(const std::string& parent);
 void remove_dir_tree(const std::string& dir);
 
 std::string random_hex(size_t nbytes);
 
+// Whether `pid` is a child of this process (one we can reap).
+bool is_child(pid_t pid);
+
+// Orphaned descendants (the workers the template forks) become our
+// children while this is on, so we can reap them. Returns the old setting.
+bool set_child_subreaper(bool on);
+
 // Worker side: die with the master, and exit now if it is already gone.
 void die_with_parent(pid_t expected_parent);
+
+// In a process forked from the template: wait until the master has adopted
+// us (we are its child), then die with it. Returns false if it did not.
+bool wait_for_adoption(pid_t master, double timeout_seconds);
+
+// Forks a process whose parent becomes the nearest subreaper: a child that
+// forks again and exits at once. Returns true in the new process.
+bool fork_orphan();
+
+// Points this process's standard output and error at `path`.
+void redirect_output(const std::string& path);
 
 }  // namespace os
 }  // namespace bgpool

@@ -69,23 +69,56 @@ class Pool::Listening {
 
 Pool::~Pool() { stop(); }
 
-void Pool::spawn(Worker& w) {
-  os::SpawnSpec spec;
-  spec.program = command_.program;
-  spec.args = command_.args;
-  spec.extra_env = command_.extra_env;
-  spec.extra_env.push_back("BGPOOL_SOCKET=" + socket_path_);
-  spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
-  spec.extra_env.push_back("BGPOOL_SLOT=" + std::to_string(w.slot));
-  spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
-  spec.log_path = w.log_path = dir_ + "/worker-" + std::to_string(w.slot + 1) + ".log";
+// Makes the pool adopt the workers the template forks while it lives.
+class Adopting {
+ public:
+  Adopting() : previous_(os::set_child_subreaper(true)) {}
+  ~Adopting() { os::set_child_subreaper(previous_); }
+
+ private:
+  bool previous_;
+};
+
+void Pool::reset(Worker& w) {
+  w.pid = -1;
   w.conn.reset();
   w.exit = os::ExitInfo();
   w.in_flight.clear();
   w.stale_replies = 0;
   w.job_call = -1;
   w.busy_since = w.cancelled_at = 0;
-  w.pid = os::spawn(spec);
+}
+
+void Pool::start_template() {
+  kill_worker(template_);
+  reset(template_);
+  template_.slot = -1;
+  os::SpawnSpec spec;
+  spec.program = command_.program;
+  spec.args = command_.args;
+  spec.extra_env = command_.extra_env;
+  spec.extra_env.push_back("BGPOOL_SOCKET=" + socket_path_);
+  spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
+  spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
+  spec.log_path = template_.log_path = dir_ + "/template.log";
+  template_.pid = os::spawn(spec);
+  connect_all({&template_});
+}
+
+void Pool::fork_workers(const std::vector<Worker*>& waiting) {
+  if (!template_.usable()) start_template();
+  for (Worker* w : waiting) {
+    kill_worker(*w);
+    reset(*w);
+    w->log_path = dir_ + "/worker-" + std::to_string(w->slot + 1) + ".log";
+    ForkRequest request{static_cast<uint32_t>(w->slot),
+                        static_cast<uint32_t>(w->log_path.size())};
+    if (!template_.conn->write_raw(&request, sizeof request) ||
+        !template_.conn->write_raw(w->log_path.data(), w->log_path.size()))
+      throw std::runtime_error("lost the connection to the process that starts workers: " +
+                               template_.conn->failure() + ". Its last output:\n" +
+                               log_tail(template_));
+  }
 }
 
 void Pool::start(int size) {
@@ -94,12 +127,11 @@ void Pool::start(int size) {
       workers_.push_back(std::make_unique<Worker>());
       workers_.back()->slot = i;
     }
-    Listening listening(*this);
     std::vector<Worker*> waiting;
-    for (auto& w : workers_) {
-      spawn(*w);
-      waiting.push_back(w.get());
-    }
+    for (auto& w : workers_) waiting.push_back(w.get());
+    Listening listening(*this);
+    Adopting adopting;
+    fork_workers(waiting);
     connect_all(waiting);
   } catch (...) {
     stop();
@@ -113,13 +145,16 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   while (!waiting.empty()) {
     pollfd p{listen_fd_, POLLIN, 0};
     if (poll(&p, 1, 100) > 0 && accept_one(waiting)) continue;
-    for (Worker* w : waiting) {
-      w->exit = os::reap(w->pid);
-      if (w->exit.exited)
-        throw std::runtime_error("worker " + std::to_string(w->slot + 1) +
-                                 " ended while starting (" + describe_exit(w->exit) +
-                                 "). Its last output:\n" + log_tail(*w));
-    }
+    // Forked workers have no pid until they connect: while they start, the
+    // template must stay alive.
+    Worker& starter = waiting[0]->pid > 0 ? *waiting[0] : template_;
+    starter.exit = os::reap(starter.pid);
+    if (starter.exit.exited)
+      throw std::runtime_error(
+          std::string(&starter == &template_ ? "the process that starts workers"
+                                             : "a worker") +
+          " ended while starting (" + describe_exit(starter.exit) +
+          "). Its last output:\n" + log_tail(starter));
     check_user_interrupt();
     if (monotonic_seconds() > deadline)
       throw std::runtime_error(std::to_string(waiting.size()) +
@@ -129,27 +164,32 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   }
 }
 
-// Takes one connection off the listening socket and admits it if it is one
-// of the workers we are waiting for, proving it with the pool's token.
+// Takes one connection off the listening socket and admits it if it is
+// the template or one of the workers we are waiting for: same user, the
+// pool's token, and (for a worker) a process the master has adopted.
 bool Pool::accept_one(std::vector<Worker*>& waiting) {
   int fd = os::accept_unix(listen_fd_);
   if (fd < 0) return false;
   auto conn = std::make_unique<Connection>(fd, interrupt_pending);
-  if (os::peer_uid(fd) != getuid()) return true;  // dropped: not our user
+  os::PeerCredentials peer = os::peer_credentials(fd);
+  if (peer.uid != getuid()) return true;  // dropped: not our user
   Hello hello{};
-  // Our workers greet at once; anyone else is dropped after a second.
+  // Our processes greet at once; anyone else is dropped after a second.
   if (!conn->read_raw(&hello, sizeof hello, 1.0)) return true;
   if (std::memcmp(hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
       !same_token(hello.token, token_))
     return true;
   for (auto it = waiting.begin(); it != waiting.end(); ++it) {
     Worker* w = *it;
-    if (static_cast<uint32_t>(w->slot) == hello.slot &&
-        static_cast<uint32_t>(w->pid) == hello.pid) {
-      w->conn = std::move(conn);
-      waiting.erase(it);
-      return true;
-    }
+    bool is_template = w == &template_;
+    bool match = is_template ? hello.slot == kTemplateSlot && peer.pid == w->pid
+                             : hello.slot == static_cast<uint32_t>(w->slot) &&
+                                   os::is_child(peer.pid);
+    if (!match) continue;
+    w->pid = peer.pid;
+    w->conn = std::move(conn);
+    waiting.erase(it);
+    return true;
   }
   return true;
 }
@@ -190,18 +230,17 @@ void Pool::cancel(Worker& w, double call_id) {
 
 std::vector<int> Pool::replace_unusable() {
   check_workers();
-  std::vector<int> slots;
-  for (auto& w : workers_)
-    if (!w->usable()) slots.push_back(w->slot);
-  if (slots.empty()) return slots;
-  Listening listening(*this);
   std::vector<Worker*> waiting;
-  for (int slot : slots) {
-    Worker& w = *workers_[slot];
-    kill_worker(w);
-    spawn(w);
-    waiting.push_back(&w);
+  std::vector<int> slots;
+  for (auto& w : workers_) {
+    if (w->usable()) continue;
+    waiting.push_back(w.get());
+    slots.push_back(w->slot);
   }
+  if (waiting.empty()) return slots;
+  Listening listening(*this);
+  Adopting adopting;
+  fork_workers(waiting);
   connect_all(waiting);
   return slots;
 }
@@ -211,13 +250,15 @@ void Pool::stop() {
   stopped_ = true;
   // Closing the connection is the signal to exit: workers leave their loop
   // at end of stream. Those that don't within a grace period are killed.
-  for (auto& w : workers_) w->conn.reset();
+  std::vector<Worker*> all{&template_};
+  for (auto& w : workers_) all.push_back(w.get());
+  for (Worker* w : all) w->conn.reset();
   double deadline = monotonic_seconds() + 2;
-  for (auto& w : workers_) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
-  for (auto& w : workers_)
+  for (Worker* w : all) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
+  for (Worker* w : all)
     if (w->alive()) os::send_signal(w->pid, SIGTERM);
-  for (auto& w : workers_) wait_exit(*w, 1);
-  for (auto& w : workers_) kill_worker(*w);
+  for (Worker* w : all) wait_exit(*w, 1);
+  for (Worker* w : all) kill_worker(*w);
   os::remove_dir_tree(dir_);
 }
 

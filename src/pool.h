@@ -14,7 +14,7 @@
 
 namespace bgpool {
 
-// How to start a worker; filled in from R.
+// How to start the template process that forks the workers; from R.
 struct WorkerCommand {
   std::string program;                 // Rscript
   std::vector<std::string> args;
@@ -59,6 +59,11 @@ class Pool {
 
   // Starts `size` workers and waits until each has connected and proved
   // itself with the pool's token. Throws on failure (nothing left running).
+  //
+  // Workers are forked from a template: one R process, started once per
+  // pool with bgpool loaded, so a worker starts in milliseconds instead of
+  // paying R's start-up. Each fork is re-parented to the master (a child
+  // subreaper while workers start), which reaps it like a child it started.
   void start(int size);
   // Stops every worker: asks politely, then kills; reaps; removes files.
   void stop();
@@ -85,7 +90,9 @@ class Pool {
 
  private:
   class Listening;
-  void spawn(Worker& w);
+  void reset(Worker& w);
+  void start_template();
+  void fork_workers(const std::vector<Worker*>& waiting);
   void connect_all(const std::vector<Worker*>& waiting);
   bool accept_one(std::vector<Worker*>& waiting);
   void wait_exit(Worker& w, double seconds);
@@ -94,6 +101,7 @@ class Pool {
   std::string dir_, socket_path_, token_;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<Worker>> workers_;
+  Worker template_;
   double call_id_ = 0;
   bool stopped_ = false;
 };
@@ -113,13 +121,21 @@ inline int call_tag(double call_id) {
   return 1 + static_cast<int>(std::fmod(call_id, 2147483646.0));
 }
 
-// The fixed-size greeting a worker sends right after connecting.
+// The fixed-size greeting a worker (or the template) sends right after
+// connecting; its pid is taken from the socket's credentials instead.
 struct Hello {
   char magic[8];
   uint32_t slot;
-  uint32_t pid;
   char token[64];
 };
-constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '1', 0};
+constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '2', 0};
+constexpr uint32_t kTemplateSlot = 0xFFFFFFFF;
+
+// What the master asks of the template: fork a worker for `slot` that
+// writes its output to the log file whose path (log_length bytes) follows.
+struct ForkRequest {
+  uint32_t slot;
+  uint32_t log_length;
+};
 
 }  // namespace bgpool

@@ -1,6 +1,8 @@
-// The worker's side of the link: connect, prove itself, then exchange
-// messages with the master. Called from the worker loop in R/worker.R.
+// The template and the worker's side of the link. The template, started
+// by the master, forks a worker per request; a worker connects, proves
+// itself, then exchanges messages with the master. Called from R/worker.R.
 #include <Rcpp.h>
+#include <libgen.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,9 +17,15 @@
 
 // R's flag for a pending user interrupt, acted on at R's next check.
 extern "C" int R_interrupts_pending;
+// R's session temporary directory (Rembedded.h).
+extern "C" char* R_TempDir;
 
 namespace {
 
+// Where the master listens, the pool's token and the master's pid: read
+// once by the template, inherited by the workers it forks.
+std::string socket_path, token;
+pid_t master_pid = -1;
 std::unique_ptr<bgpool::Connection> master;
 
 // The call whose task runs now (its call_tag), or 0 between tasks. The
@@ -48,25 +56,57 @@ std::string take_env(const char* name) {
   return out;
 }
 
-}  // namespace
-
-// [[Rcpp::export(rng = false)]]
-void worker_connect() {
-  std::string socket = take_env("BGPOOL_SOCKET");
-  std::string token = take_env("BGPOOL_TOKEN");
-  uint32_t slot = static_cast<uint32_t>(std::stoul(take_env("BGPOOL_SLOT")));
-  pid_t master_pid = static_cast<pid_t>(std::stol(take_env("BGPOOL_MASTER_PID")));
-  bgpool::os::die_with_parent(master_pid);
-  install_cancel_handler();
-
+void greet_master(uint32_t slot) {
   bgpool::Hello hello{};
   std::memcpy(hello.magic, bgpool::kHelloMagic, sizeof hello.magic);
   hello.slot = slot;
-  hello.pid = static_cast<uint32_t>(getpid());
   std::memcpy(hello.token, token.data(), std::min(token.size(), sizeof hello.token));
-  master = std::make_unique<bgpool::Connection>(bgpool::os::connect_unix(socket), nullptr);
+  master = std::make_unique<bgpool::Connection>(bgpool::os::connect_unix(socket_path), nullptr);
   if (!master->write_raw(&hello, sizeof hello))
     Rcpp::stop("bgpool: cannot greet the master: %s", master->failure());
+}
+
+// A forked worker gets a temporary directory of its own: sharing the
+// template's, the first worker to exit would delete it under the others.
+void own_temp_dir() {
+  std::string base = R_TempDir;
+  std::string templ = std::string(dirname(&base[0])) + "/RtmpXXXXXX";
+  if (!mkdtemp(&templ[0])) return;
+  R_TempDir = strdup(templ.c_str());
+  setenv("R_SESSION_TMPDIR", R_TempDir, 1);
+}
+
+}  // namespace
+
+// The template's loop: returns -1 when the master has gone, and in each
+// forked worker its slot (1-based), for R to go on with worker_main().
+// [[Rcpp::export(rng = false)]]
+int template_serve() {
+  socket_path = take_env("BGPOOL_SOCKET");
+  token = take_env("BGPOOL_TOKEN");
+  master_pid = static_cast<pid_t>(std::stol(take_env("BGPOOL_MASTER_PID")));
+  bgpool::os::die_with_parent(master_pid);
+  greet_master(bgpool::kTemplateSlot);
+  for (;;) {
+    bgpool::ForkRequest request{};
+    if (!master->read_raw(&request, sizeof request, -1)) return -1;
+    std::string log_path(request.log_length, '\0');
+    if (!master->read_raw(&log_path[0], log_path.size(), 10)) return -1;
+    if (bgpool::os::fork_orphan()) {
+      master.reset();  // the template's link, not ours
+      if (!bgpool::os::wait_for_adoption(master_pid, 10)) _exit(1);
+      bgpool::os::redirect_output(log_path);
+      own_temp_dir();
+      srand(static_cast<unsigned>(getpid()));  // tempfile() names differ per worker
+      return static_cast<int>(request.slot) + 1;
+    }
+  }
+}
+
+// [[Rcpp::export(rng = false)]]
+void worker_connect(int slot) {
+  install_cancel_handler();
+  greet_master(static_cast<uint32_t>(slot - 1));
 }
 
 // The next message from the master, or NULL when the master has gone.

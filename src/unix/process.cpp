@@ -44,7 +44,7 @@ pid_t spawn(const SpawnSpec& spec) {
   posix_spawnattr_init(&attr);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
 
   // R blocks or catches some signals; the child starts from a clean slate.
@@ -92,6 +92,52 @@ void send_signal(pid_t pid, int sig) {
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+bool is_child(pid_t pid) {
+  siginfo_t info{};
+  // WNOWAIT: look without reaping
+  return waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+bool set_child_subreaper(bool on) {
+  int old = 0;
+  prctl(PR_GET_CHILD_SUBREAPER, &old);
+  prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0);
+  return old != 0;
+}
+
+bool wait_for_adoption(pid_t master, double timeout_seconds) {
+  for (double waited = 0; getppid() != master; waited += 0.001) {
+    if (waited > timeout_seconds) return false;
+    usleep(1000);
+  }
+  die_with_parent(master);
+  return true;
+}
+
+bool fork_orphan() {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t child = fork();
+  if (child < 0) throw sys_error("fork");
+  if (child == 0) {
+    pid_t grandchild = fork();
+    if (grandchild != 0) _exit(grandchild < 0 ? 1 : 0);
+    return true;
+  }
+  int status;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return false;
+}
+
+void redirect_output(const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  dup2(fd, 1);
+  dup2(fd, 2);
+  close(fd);
 }
 
 void die_with_parent(pid_t expected_parent) {

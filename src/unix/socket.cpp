@@ -70,12 +70,15 @@ int connect_unix(const std::string& path) {
   return fd;
 }
 
-uid_t peer_uid(int fd) {
+PeerCredentials peer_credentials(int fd) {
+  PeerCredentials out;
   ucred cred{};
   socklen_t len = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-    return static_cast<uid_t>(-1);
-  return cred.uid;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    out.pid = cred.pid;
+    out.uid = cred.uid;
+  }
+  return out;
 }
 
 std::string make_private_dir(const std::string& parent) {
