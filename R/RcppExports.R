@@ -41,16 +41,8 @@ worker_call_cancelled <- function() {
     .Call(`_bgpool_worker_call_cancelled`)
 }
 
-worker_task_done <- function() {
-    invisible(.Call(`_bgpool_worker_task_done`))
-}
-
-worker_send <- function(message) {
-    .Call(`_bgpool_worker_send`, message)
-}
-
-monotonic_time <- function() {
-    .Call(`_bgpool_monotonic_time`)
+worker_send <- function(message, values, error, warnings) {
+    .Call(`_bgpool_worker_send`, message, values, error, warnings)
 }
 
 worker_run_elements <- function(call, env, n, nforce) {

@@ -108,6 +108,7 @@ create_pool <- function(size, options) {
 # other sessions' temporary directories, are removed here.
 remove_orphaned_dirs <- function() {
   dirs <- Sys.glob(file.path(dirname(tempdir()), "Rtmp*", "bgpool-*-*"))
+  dirs <- dirs[grepl("^bgpool-[0-9]+-", basename(dirs))]
   pids <- as.integer(sub("^bgpool-([0-9]+)-.*$", "\\1", basename(dirs)))
   mine <- file.info(dirs, extra_cols = TRUE)$uname %in% Sys.info()[["effective_user"]]
   orphaned <- dirs[mine & !is.na(pids) & pids != Sys.getpid() &

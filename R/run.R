@@ -36,10 +36,14 @@ on_workers <- function(caller, fun, args, slots) {
 }
 
 check_result <- function(caller, result, n, labels, unit = "element") {
+  if (is.null(result$lost) && !length(result$failed) && !length(result$warnings))
+    return(result$values)
   # failures arrive as workers finish; report them in input order
-  in_order <- order(result$failed)
-  result$failed <- result$failed[in_order]
-  result$errors <- result$errors[in_order]
+  if (length(result$failed) > 1L) {
+    in_order <- order(result$failed)
+    result$failed <- result$failed[in_order]
+    result$errors <- result$errors[in_order]
+  }
   for (w in result$warnings)
     warning(structure(class = w$class, list(message = w$message, call = NULL)))
   if (!is.null(result$lost))

@@ -6,9 +6,9 @@
 #   list(1L, call_id, start, inputs, job)  a chunk of elements; `job`
 #       (function and fixed arguments) comes with a call's first chunk only
 #   list(2L, call_id, fun, args)           do.call(fun, args) once
-# Each gets the reply list(call_id, start, values, error, elapsed, warnings).
-# A task's warnings travel back to be signalled in the master; its other
-# output goes to the worker's log (see pool_output()).
+# Each gets the reply list(call_id, start, values, error, elapsed, warnings)
+# (built in src/worker.cpp). A task's warnings travel back to be signalled
+# in the master; its other output goes to the worker's log (pool_output()).
 
 template_main <- function() {
   slot <- template_serve()
@@ -16,25 +16,47 @@ template_main <- function() {
   invisible(NULL)
 }
 
+# Error, interrupt (a cancelled call) and warning handlers are set up once
+# around a loop over many messages, not once per message: they cost more
+# than a small task. After a task's error the loop is entered afresh.
 worker_main <- function(slot) {
   worker_connect(slot)
-  job <- NULL
+  state <- new.env(parent = emptyenv())
+  state$job <- NULL
   repeat {
-    message <- worker_receive()
-    if (is.null(message)) break
-    if (worker_call_cancelled()) {
-      outcome <- list(values = list(), error = task_interrupted(1L), elapsed = 0)
-    } else if (message[[1L]] == 1L) {
-      if (!is.null(message[[5L]])) job <- prepare_job(message[[5L]])
-      outcome <- run_chunk(job, message[[4L]])
-    } else {
-      outcome <- run_call(message[[3L]], message[[4L]])
-    }
-    reply <- list(message[[2L]], message[[3L]], outcome$values, outcome$error,
-                  outcome$elapsed, outcome$warnings)
-    if (!worker_send(reply)) break
+    finished <- tryCatch(
+      withCallingHandlers(serve(state), warning = function(w) keep_warning(state, w)),
+      error = function(e) reply_failure(state, e),
+      interrupt = function(e) reply_failure(state, NULL))
+    if (finished) break
   }
   invisible(NULL)
+}
+
+# Serves messages until the master goes away (TRUE). `state` tells the
+# handlers which message is being run: `message`, the chunk's evaluation
+# environment `env` (where k is the element being run) and `warnings`.
+serve <- function(state) {
+  repeat {
+    state$message <- NULL
+    message <- worker_receive()
+    if (is.null(message)) return(TRUE)
+    state$message <- message
+    state$env <- NULL
+    state$warnings <- NULL
+    if (worker_call_cancelled()) {
+      values <- NULL
+      error <- cancelled(1L)
+    } else if (message[[1L]] == 1L) {
+      if (!is.null(message[[5L]])) state$job <- prepare_job(message[[5L]])
+      values <- run_chunk(state, message[[4L]])
+      error <- NULL
+    } else {
+      values <- list(do.call(message[[3L]], message[[4L]], quote = TRUE))
+      error <- NULL
+    }
+    if (!worker_send(message, values, error, state$warnings)) return(TRUE)
+  }
 }
 
 # The call evaluated for element k of `inputs`, as lapply() and clusterMap()
@@ -51,66 +73,41 @@ prepare_job <- function(job) {
   list(is_map = TRUE, nforce = job$arity, call = as.call(c(list(job$fun), args, extra)))
 }
 
-# Runs the job's call for each element; stops at the first error, reporting
-# its position so that the master runs the rest elsewhere.
-run_chunk <- function(job, inputs) {
-  n <- if (job$is_map) length(inputs[[1L]]) else length(inputs)
+run_chunk <- function(state, inputs) {
+  job <- state$job
   env <- new.env(parent = baseenv())
   env$inputs <- inputs
-  collector <- warning_collector(function() env$k)
-  started <- monotonic_time()
-  error <- tryCatch({
-    withCallingHandlers(worker_run_elements(job$call, env, n, job$nforce),
-                        warning = collector$handle)
-    NULL
-  }, error = function(e) task_failure(e, env$k),
-  interrupt = function(e) task_interrupted(env$k))
-  list(values = env$values, error = error, elapsed = monotonic_time() - started,
-       warnings = collector$warnings())
+  state$env <- env
+  worker_run_elements(job$call, env, if (job$is_map) length(inputs[[1L]]) else length(inputs),
+                      job$nforce)
+  env$values
 }
 
-run_call <- function(fun, args) {
-  collector <- warning_collector(function() 1L)
-  started <- monotonic_time()
-  error <- NULL
-  value <- tryCatch({
-    value <- withCallingHandlers(do.call(fun, args, quote = TRUE), warning = collector$handle)
-    worker_task_done()
-    value
-  }, error = function(e) {
-    error <<- task_failure(e, 1L)
-    NULL
-  }, interrupt = function(e) {
-    error <<- task_interrupted(1L)
-    NULL
-  })
-  list(values = list(value), error = error, elapsed = monotonic_time() - started,
-       warnings = collector$warnings())
+# The position (in the message) of the element being run.
+position <- function(state) {
+  if (is.null(state$env)) 1L else state$env$k
 }
 
-task_failure <- function(e, position) {
-  worker_task_done()
-  list(position = position, message = conditionMessage(e), class = class(e))
+keep_warning <- function(state, w) {
+  state$warnings[[length(state$warnings) + 1L]] <-
+    list(position = position(state), message = conditionMessage(w), class = class(w))
+  invokeRestart("muffleWarning")
 }
 
-# The master cancelled the call; it drops this reply.
-task_interrupted <- function(position) {
-  worker_task_done()
+# Replies to the message whose task failed (e = NULL: the call was
+# cancelled), with the values of the elements before it. Returns whether
+# the worker is done (the master has gone, or the failure was not a task's).
+reply_failure <- function(state, e) {
+  message <- state$message
+  if (is.null(message)) return(!is.null(e))
+  error <- if (is.null(e)) cancelled(position(state))
+           else list(position = position(state), message = conditionMessage(e), class = class(e))
+  values <- if (is.null(state$env)) NULL else state$env$values
+  !worker_send(message, values, error, state$warnings)
+}
+
+cancelled <- function(position) {
   list(position = position, message = "cancelled", class = c("interrupt", "condition"))
-}
-
-# Keeps each warning (with the position of the element that raised it) and
-# muffles it here, for the master to signal.
-warning_collector <- function(position) {
-  kept <- list()
-  list(
-    handle = function(w) {
-      kept[[length(kept) + 1L]] <<- list(position = position(), message = conditionMessage(w),
-                                         class = class(w))
-      invokeRestart("muffleWarning")
-    },
-    warnings = function() if (length(kept)) kept
-  )
 }
 
 # What init_pool() does to an existing worker (as AzureRMR does).

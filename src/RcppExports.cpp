@@ -120,30 +120,16 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// worker_task_done
-void worker_task_done();
-RcppExport SEXP _bgpool_worker_task_done() {
-BEGIN_RCPP
-    worker_task_done();
-    return R_NilValue;
-END_RCPP
-}
 // worker_send
-bool worker_send(SEXP message);
-RcppExport SEXP _bgpool_worker_send(SEXP messageSEXP) {
+bool worker_send(SEXP message, SEXP values, SEXP error, SEXP warnings);
+RcppExport SEXP _bgpool_worker_send(SEXP messageSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type message(messageSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_send(message));
-    return rcpp_result_gen;
-END_RCPP
-}
-// monotonic_time
-double monotonic_time();
-RcppExport SEXP _bgpool_monotonic_time() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(monotonic_time());
+    Rcpp::traits::input_parameter< SEXP >::type values(valuesSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type error(errorSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type warnings(warningsSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_send(message, values, error, warnings));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -171,9 +157,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
-    {"_bgpool_worker_task_done", (DL_FUNC) &_bgpool_worker_task_done, 0},
-    {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 1},
-    {"_bgpool_monotonic_time", (DL_FUNC) &_bgpool_monotonic_time, 0},
+    {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
     {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 4},
     {NULL, NULL, 0}
 };

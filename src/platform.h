@@ -37,6 +37,8 @@ struct ExitInfo {
 ExitInfo reap(pid_t pid);
 void send_signal(pid_t pid, int sig);
 std::string signal_name(int sig);
+// "exited with status 3", "was killed by SIGKILL"
+std::string describe_exit(const ExitInfo& exit);
 
 // A listening Unix socket at `path` (non-blocking, close-on-exec).
 int listen_unix(const std::string& path);

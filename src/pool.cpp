@@ -4,6 +4,7 @@
 #include "clock.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,11 +26,6 @@ bool same_token(const char* a, const std::string& b) {
   unsigned char diff = 0;  // constant time: no early exit on the first mismatch
   for (size_t i = 0; i < b.size(); ++i) diff |= a[i] ^ b[i];
   return diff == 0;
-}
-
-std::string describe_exit(const os::ExitInfo& exit) {
-  if (exit.signal) return "killed by " + os::signal_name(exit.signal);
-  return "exit status " + std::to_string(exit.status);
 }
 
 }  // namespace
@@ -139,12 +135,29 @@ void Pool::start(int size) {
   }
 }
 
+// A connection that has yet to greet: all are served at once, so a
+// stranger that connects and stays silent holds up nobody.
+struct Pool::Greeting {
+  std::unique_ptr<Connection> conn;
+  os::PeerCredentials peer;
+  double deadline;
+  Hello hello{};
+  size_t received = 0;
+};
+
 void Pool::connect_all(const std::vector<Worker*>& initial) {
   std::vector<Worker*> waiting = initial;
+  std::vector<Greeting> greetings;
   double deadline = monotonic_seconds() + command_.start_timeout;
   while (!waiting.empty()) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 100) > 0 && accept_one(waiting)) continue;
+    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+    for (const Greeting& g : greetings) fds.push_back({g.conn->fd(), POLLIN, 0});
+    poll(fds.data(), fds.size(), 100);
+    if (fds[0].revents) accept_all(greetings);
+    for (size_t i = 0; i < greetings.size();)
+      if (greet(greetings[i], waiting)) greetings.erase(greetings.begin() + i);
+      else ++i;
+    if (waiting.empty()) break;
     // Forked workers have no pid until they connect: while they start, the
     // template must stay alive.
     Worker& starter = waiting[0]->pid > 0 ? *waiting[0] : template_;
@@ -153,8 +166,8 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
       throw std::runtime_error(
           std::string(&starter == &template_ ? "the process that starts workers"
                                              : "a worker") +
-          " ended while starting (" + describe_exit(starter.exit) +
-          "). Its last output:\n" + log_tail(starter));
+          " " + os::describe_exit(starter.exit) + " while starting. Its last output:\n" +
+          log_tail(starter));
     check_user_interrupt();
     if (monotonic_seconds() > deadline)
       throw std::runtime_error(std::to_string(waiting.size()) +
@@ -164,32 +177,40 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   }
 }
 
-// Takes one connection off the listening socket and admits it if it is
-// the template or one of the workers we are waiting for: same user, the
-// pool's token, and (for a worker) a process the master has adopted.
-bool Pool::accept_one(std::vector<Worker*>& waiting) {
-  int fd = os::accept_unix(listen_fd_);
-  if (fd < 0) return false;
-  auto conn = std::make_unique<Connection>(fd, interrupt_pending);
-  os::PeerCredentials peer = os::peer_credentials(fd);
-  if (peer.uid != getuid()) return true;  // dropped: not our user
-  Hello hello{};
-  // Our processes greet at once; anyone else is dropped after a second.
-  if (!conn->read_raw(&hello, sizeof hello, 1.0)) return true;
+void Pool::accept_all(std::vector<Greeting>& greetings) {
+  for (int fd; (fd = os::accept_unix(listen_fd_)) >= 0;) {
+    Greeting g;
+    g.conn = std::make_unique<Connection>(fd, interrupt_pending);
+    g.peer = os::peer_credentials(fd);
+    // Our processes greet at once; anyone else is dropped after a second.
+    g.deadline = monotonic_seconds() + 1.0;
+    if (g.peer.uid == getuid()) greetings.push_back(std::move(g));
+  }
+}
+
+// Reads what has come of a greeting; admits it if it is the template or
+// one of the workers we wait for: the pool's token and (for a worker) a
+// process the master has adopted. Returns true when done with it.
+bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
+  char* into = reinterpret_cast<char*>(&g.hello) + g.received;
+  ssize_t got = recv(g.conn->fd(), into, sizeof g.hello - g.received, MSG_DONTWAIT);
+  if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return true;
+  if (got > 0) g.received += static_cast<size_t>(got);
+  if (g.received < sizeof g.hello) return monotonic_seconds() > g.deadline;
+  const Hello& hello = g.hello;
   if (std::memcmp(hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
       !same_token(hello.token, token_))
     return true;
   for (auto it = waiting.begin(); it != waiting.end(); ++it) {
     Worker* w = *it;
-    bool is_template = w == &template_;
-    bool match = is_template ? hello.slot == kTemplateSlot && peer.pid == w->pid
-                             : hello.slot == static_cast<uint32_t>(w->slot) &&
-                                   os::is_child(peer.pid);
+    bool match = w == &template_ ? hello.slot == kTemplateSlot && g.peer.pid == w->pid
+                                 : hello.slot == static_cast<uint32_t>(w->slot) &&
+                                       os::is_child(g.peer.pid);
     if (!match) continue;
-    w->pid = peer.pid;
-    w->conn = std::move(conn);
+    w->pid = g.peer.pid;
+    w->conn = std::move(g.conn);
     waiting.erase(it);
-    return true;
+    break;
   }
   return true;
 }

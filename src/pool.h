@@ -93,8 +93,10 @@ class Pool {
   void reset(Worker& w);
   void start_template();
   void fork_workers(const std::vector<Worker*>& waiting);
+  struct Greeting;
   void connect_all(const std::vector<Worker*>& waiting);
-  bool accept_one(std::vector<Worker*>& waiting);
+  void accept_all(std::vector<Greeting>& greetings);
+  bool greet(Greeting& g, std::vector<Worker*>& waiting);
   void wait_exit(Worker& w, double seconds);
 
   WorkerCommand command_;

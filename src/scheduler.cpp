@@ -82,11 +82,6 @@ SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
   return out;
 }
 
-std::string describe_exit(const os::ExitInfo& exit) {
-  return exit.signal ? "was killed by " + os::signal_name(exit.signal)
-                     : "exited with status " + std::to_string(exit.status);
-}
-
 // Calls check_user_interrupt() at most every kInterruptCheckSeconds.
 class InterruptCheck {
  public:
@@ -273,7 +268,7 @@ class Gather {
         w.exit = os::reap(w.pid);
         if (!w.exit.exited) poll(nullptr, 0, 5);
       }
-      how = w.exit.exited ? describe_exit(w.exit)
+      how = w.exit.exited ? os::describe_exit(w.exit)
                           : "lost its connection (" +
                                 (w.conn ? w.conn->failure() : std::string("closed")) + ")";
       pool_.kill_worker(w);

@@ -27,6 +27,7 @@ namespace {
 std::string socket_path, token;
 pid_t master_pid = -1;
 std::unique_ptr<bgpool::Connection> master;
+double received_at = 0;  // when the message being handled arrived
 
 // The call whose task runs now (its call_tag), or 0 between tasks. The
 // master cancels a call with SIGUSR1 carrying that call's tag; a signal
@@ -110,11 +111,12 @@ void worker_connect(int slot) {
 }
 
 // The next message from the master, or NULL when the master has gone.
-// From here until worker_task_done(), the message's call can be cancelled.
+// From here until its reply is sent, the message's call can be cancelled.
 // [[Rcpp::export(rng = false)]]
 SEXP worker_receive() {
   if (!master || !master->begin_message()) return R_NilValue;
   SEXP message = PROTECT(bgpool::read_message(*master));
+  received_at = bgpool::monotonic_seconds();
   running_call = bgpool::call_tag(REAL(VECTOR_ELT(message, 1))[0]);
   UNPROTECT(1);
   return message;
@@ -124,22 +126,18 @@ SEXP worker_receive() {
 // [[Rcpp::export(rng = false)]]
 bool worker_call_cancelled() { return running_call == cancelled_call; }
 
-// Ends the window in which a cancel signal interrupts: a cancel that came
-// too late to stop the task must not interrupt the next one.
+// Sends the reply to `message` (see R/worker.R) and ends the window in
+// which a cancel signal interrupts: a cancel that came too late to stop
+// this task must not interrupt the next one. FALSE when the master has gone.
 // [[Rcpp::export(rng = false)]]
-void worker_task_done() {
+bool worker_send(SEXP message, SEXP values, SEXP error, SEXP warnings) {
   running_call = 0;
   R_interrupts_pending = 0;
+  Rcpp::List reply = Rcpp::List::create(VECTOR_ELT(message, 1), VECTOR_ELT(message, 2), values,
+                                        error, bgpool::monotonic_seconds() - received_at,
+                                        warnings);
+  return master && bgpool::write_message(*master, reply);
 }
-
-// Returns FALSE when the master has gone.
-// [[Rcpp::export(rng = false)]]
-bool worker_send(SEXP message) {
-  return master && bgpool::write_message(*master, message);
-}
-
-// [[Rcpp::export(rng = false)]]
-double monotonic_time() { return bgpool::monotonic_seconds(); }
 
 // Evaluates `call` for k = 1..n in `env` (which holds `inputs`), storing
 // each value in `values`, which it defines in `env`. This is lapply()'s own
@@ -160,7 +158,6 @@ void worker_run_elements(SEXP call, SEXP env, int n, int nforce) {
       SEXP value = R_forceAndCall(call, nforce, env);
       if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
     }
-    worker_task_done();
     return R_NilValue;
   });
 }

@@ -94,6 +94,11 @@ std::string signal_name(int sig) {
   return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
+std::string describe_exit(const ExitInfo& exit) {
+  return exit.signal ? "was killed by " + signal_name(exit.signal)
+                     : "exited with status " + std::to_string(exit.status);
+}
+
 bool is_child(pid_t pid) {
   siginfo_t info{};
   // WNOWAIT: look without reaping
