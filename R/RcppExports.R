@@ -21,8 +21,28 @@ pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout) {
     .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout)
 }
 
-pool_run_on_workers <- function(xp, fun, args, slots) {
-    .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots)
+pool_run_on_workers <- function(xp, fun, args, slots, fds) {
+    .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots, fds)
+}
+
+shareable_bytes <- function(x) {
+    .Call(`_bgpool_shareable_bytes`, x)
+}
+
+vector_hash <- function(x) {
+    .Call(`_bgpool_vector_hash`, x)
+}
+
+shared_segment <- function(x) {
+    .Call(`_bgpool_shared_segment`, x)
+}
+
+segment_fd <- function(segment) {
+    .Call(`_bgpool_segment_fd`, segment)
+}
+
+map_shared_vector <- function(fd, type, length) {
+    .Call(`_bgpool_map_shared_vector`, fd, type, length)
 }
 
 template_serve <- function() {
@@ -35,6 +55,10 @@ worker_connect <- function(slot) {
 
 worker_receive <- function() {
     .Call(`_bgpool_worker_receive`)
+}
+
+worker_take_fd <- function() {
+    .Call(`_bgpool_worker_take_fd`)
 }
 
 worker_call_cancelled <- function() {

@@ -61,7 +61,44 @@ pool_export <- function(varlist, envir = .GlobalEnv) {
                   paste0("\"", varlist[!found], "\"", collapse = ", ")),
           "bgpool_bad_argument")
   values <- mget(varlist, envir = envir, inherits = TRUE)
-  on_workers(caller, worker_assign, list(values), seq_len(pool_size()))
+  export_values(caller, values, seq_len(pool_size()))
   list2env(values, envir = .bgpool$exports)
   invisible(NULL)
+}
+
+# Assigns `values` in the global environments of the workers in `slots`.
+# Large vectors travel once, into a shared memory segment that every worker
+# maps copy-on-write; exporting the same unchanged vector again reuses its
+# segment. Everything else is serialized to each worker.
+export_values <- function(caller, values, slots) {
+  threshold <- getOption("bgpool.share_threshold", 1e6)
+  segments <- list()
+  for (name in names(values)) {
+    value <- values[[name]]
+    if (shareable_bytes(value) >= threshold) {
+      segment <- segment_for(name, value)
+      if (!is.null(segment)) segments[[name]] <- segment
+    }
+  }
+  shared <- lapply(names(segments), function(name) {
+    value <- values[[name]]
+    list(type = typeof(value), length = length(value), attributes = attributes(value))
+  })
+  names(shared) <- names(segments)
+  on_workers(caller, worker_assign, list(values[setdiff(names(values), names(segments))], shared),
+             slots, vapply(segments, segment_fd, 0L, USE.NAMES = FALSE))
+}
+
+# The segment holding `value` as exported under `name`: the one made last
+# time if the vector has not changed since, otherwise a new one. NULL when
+# no segment can be made (values are then streamed).
+segment_for <- function(name, value) {
+  hash <- vector_hash(value)
+  cached <- .bgpool$segments[[name]]
+  if (!is.null(cached) && identical(cached$hash, hash) && identical(cached$type, typeof(value)))
+    return(cached$segment)
+  segment <- tryCatch(shared_segment(value), error = function(e) NULL)
+  .bgpool$segments[[name]] <- if (!is.null(segment))
+    list(hash = hash, type = typeof(value), segment = segment)
+  segment
 }

@@ -1,8 +1,8 @@
 # The pool's lifecycle: create, reset, delete, inspect.
 
-# The session's one pool: `pool` (the native handle), `size`, and
-# `exports` (what pool_export() sent since init_pool(), replayed to any
-# worker that replaces a dead one).
+# The session's one pool: `pool` (the native handle), `size`, `exports`
+# (what pool_export() sent since init_pool(), replayed to any worker that
+# replaces a dead one) and `segments` (the shared memory of large exports).
 .bgpool <- new.env(parent = emptyenv())
 
 #' Create, reset or delete the background pool
@@ -38,7 +38,7 @@ init_pool <- function(size = 10, restart = FALSE, ...) {
     message("Creating background pool")
     create_pool(size, options)
   } else {
-    .bgpool$exports <- new.env(parent = emptyenv())
+    forget_exports()
     on_workers("init_pool()", worker_reset, list(getwd()), seq_len(pool_size()))
   }
   invisible(NULL)
@@ -100,7 +100,12 @@ create_pool <- function(size, options) {
                                       conditionMessage(e)), "bgpool_start_failed"))
   .bgpool$pool <- handle
   .bgpool$size <- size
+  forget_exports()
+}
+
+forget_exports <- function() {
   .bgpool$exports <- new.env(parent = emptyenv())
+  .bgpool$segments <- new.env(parent = emptyenv())
 }
 
 # A master that was killed (SIGKILL, crash) cannot remove its pool's
@@ -134,7 +139,7 @@ live_pool <- function(caller) {
     on_workers(caller, worker_reset, list(getwd()), replaced)
     exports <- as.list(.bgpool$exports, all.names = TRUE)
     if (length(exports))
-      on_workers(caller, worker_assign, list(exports), replaced)
+      export_values(caller, exports, replaced)
   }
   handle
 }

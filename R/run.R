@@ -30,8 +30,8 @@ run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, lab
   check_result(caller, result, n, labels)
 }
 
-on_workers <- function(caller, fun, args, slots) {
-  result <- pool_run_on_workers(.bgpool$pool, fun, args, slots)
+on_workers <- function(caller, fun, args, slots, fds = integer()) {
+  result <- pool_run_on_workers(.bgpool$pool, fun, args, slots, fds)
   check_result(caller, result, length(slots), labels = NULL, unit = "worker")
 }
 

@@ -117,7 +117,15 @@ worker_reset <- function(wd) {
   invisible(NULL)
 }
 
-worker_assign <- function(values) {
+# `shared` describes vectors whose data came as shared segments (their
+# fds came with the message, in the same order).
+worker_assign <- function(values, shared = list()) {
   list2env(values, envir = .GlobalEnv)
+  for (name in names(shared)) {
+    spec <- shared[[name]]
+    value <- map_shared_vector(worker_take_fd(), spec$type, spec$length)
+    if (!is.null(spec$attributes)) attributes(value) <- spec$attributes
+    assign(name, value, envir = .GlobalEnv)
+  }
   invisible(NULL)
 }

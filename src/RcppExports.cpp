@@ -72,15 +72,68 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_run_on_workers
-SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots);
-RcppExport SEXP _bgpool_pool_run_on_workers(SEXP xpSEXP, SEXP funSEXP, SEXP argsSEXP, SEXP slotsSEXP) {
+SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots, std::vector<int> fds);
+RcppExport SEXP _bgpool_pool_run_on_workers(SEXP xpSEXP, SEXP funSEXP, SEXP argsSEXP, SEXP slotsSEXP, SEXP fdsSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
     Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
     Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_run_on_workers(xp, fun, args, slots));
+    Rcpp::traits::input_parameter< std::vector<int> >::type fds(fdsSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_run_on_workers(xp, fun, args, slots, fds));
+    return rcpp_result_gen;
+END_RCPP
+}
+// shareable_bytes
+double shareable_bytes(SEXP x);
+RcppExport SEXP _bgpool_shareable_bytes(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(shareable_bytes(x));
+    return rcpp_result_gen;
+END_RCPP
+}
+// vector_hash
+std::string vector_hash(SEXP x);
+RcppExport SEXP _bgpool_vector_hash(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(vector_hash(x));
+    return rcpp_result_gen;
+END_RCPP
+}
+// shared_segment
+SEXP shared_segment(SEXP x);
+RcppExport SEXP _bgpool_shared_segment(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(shared_segment(x));
+    return rcpp_result_gen;
+END_RCPP
+}
+// segment_fd
+int segment_fd(SEXP segment);
+RcppExport SEXP _bgpool_segment_fd(SEXP segmentSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type segment(segmentSEXP);
+    rcpp_result_gen = Rcpp::wrap(segment_fd(segment));
+    return rcpp_result_gen;
+END_RCPP
+}
+// map_shared_vector
+SEXP map_shared_vector(int fd, std::string type, double length);
+RcppExport SEXP _bgpool_map_shared_vector(SEXP fdSEXP, SEXP typeSEXP, SEXP lengthSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< int >::type fd(fdSEXP);
+    Rcpp::traits::input_parameter< std::string >::type type(typeSEXP);
+    Rcpp::traits::input_parameter< double >::type length(lengthSEXP);
+    rcpp_result_gen = Rcpp::wrap(map_shared_vector(fd, type, length));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -108,6 +161,15 @@ RcppExport SEXP _bgpool_worker_receive() {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     rcpp_result_gen = Rcpp::wrap(worker_receive());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_take_fd
+int worker_take_fd();
+RcppExport SEXP _bgpool_worker_take_fd() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(worker_take_fd());
     return rcpp_result_gen;
 END_RCPP
 }
@@ -152,17 +214,25 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
     {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 7},
-    {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 4},
+    {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 5},
+    {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
+    {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
+    {"_bgpool_shared_segment", (DL_FUNC) &_bgpool_shared_segment, 1},
+    {"_bgpool_segment_fd", (DL_FUNC) &_bgpool_segment_fd, 1},
+    {"_bgpool_map_shared_vector", (DL_FUNC) &_bgpool_map_shared_vector, 3},
     {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
+    {"_bgpool_worker_take_fd", (DL_FUNC) &_bgpool_worker_take_fd, 0},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
     {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 4},
     {NULL, NULL, 0}
 };
 
+void bgpool_init_shared(DllInfo* dll);
 RcppExport void R_init_bgpool(DllInfo *dll) {
     R_registerRoutines(dll, NULL, CallEntries, NULL, NULL);
     R_useDynamicSymbols(dll, FALSE);
+    bgpool_init_shared(dll);
 }

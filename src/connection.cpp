@@ -26,6 +26,7 @@ constexpr size_t kDirectRead = 64 * 1024;
 constexpr size_t kReadAhead = 256 * 1024;
 constexpr double kWaitSlice = 0.1;
 constexpr uint64_t kMaxChunk = uint64_t(1) << 32;
+constexpr size_t kMaxFds = 253;  // the kernel's limit per message
 
 }  // namespace
 
@@ -35,6 +36,14 @@ Connection::Connection(int fd, InterruptCheck check) : fd_(fd), check_(check) {
 
 Connection::~Connection() {
   if (fd_ >= 0) close(fd_);
+  for (int fd : fds_in_) close(fd);
+}
+
+int Connection::take_fd() {
+  if (fds_in_.empty()) return -1;
+  int fd = fds_in_.front();
+  fds_in_.erase(fds_in_.begin());
+  return fd;
 }
 
 void Connection::mark_broken(const std::string& why) {
@@ -72,7 +81,19 @@ bool Connection::send_all(iovec* iov, int count) {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
+    std::vector<char> control;
+    if (!fds_out_.empty()) {
+      control.resize(CMSG_SPACE(sizeof(int) * fds_out_.size()));
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds_out_.size());
+      std::memcpy(CMSG_DATA(cmsg), fds_out_.data(), sizeof(int) * fds_out_.size());
+    }
     ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (sent > 0) fds_out_.clear();  // they went with the first byte
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -146,7 +167,24 @@ void Connection::compact_input() {
 bool Connection::receive_some(char* dst, size_t capacity, size_t* got) {
   *got = 0;
   for (;;) {
-    ssize_t rc = recv(fd_, dst, capacity, 0);
+    // Always with room for passed fds: fds sent to a reader without it
+    // would be lost (and leak in the kernel's queue).
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+    iovec iov{dst, capacity};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t rc = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+    if (rc > 0) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+        fds_in_.insert(fds_in_.end(), fds, fds + n);
+      }
+    }
     if (rc > 0) {
       *got = static_cast<size_t>(rc);
       return true;

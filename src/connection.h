@@ -53,6 +53,11 @@ class Connection {
   // Bytes already received but not yet read (taken in while writing).
   bool has_buffered_input() const { return in_pos_ < in_.size(); }
 
+  // File descriptors to pass with the next bytes sent (SCM_RIGHTS); the
+  // peer takes them, in order, with take_fd() once it has read the message.
+  void attach_fds(const std::vector<int>& fds) { fds_out_ = fds; }
+  int take_fd();
+
   // Unframed bytes, used only for the handshake before any message.
   bool write_raw(const void* data, size_t n);
   bool read_raw(void* dst, size_t n, double timeout_seconds);
@@ -76,6 +81,8 @@ class Connection {
   bool peer_closed_ = false;
   std::string failure_;
 
+  std::vector<int> fds_out_;   // to go with the next sendmsg
+  std::vector<int> fds_in_;    // received, not yet taken
   std::vector<char> out_;      // small writes waiting to go out as one chunk
   std::vector<char> in_;       // received bytes not yet read
   size_t in_pos_ = 0;

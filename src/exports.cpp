@@ -97,8 +97,9 @@ SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
 }
 
 // [[Rcpp::export(rng = false)]]
-SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots) {
+SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots,
+                         std::vector<int> fds) {
   Pool& pool = get_pool(xp);
   for (int& slot : slots) --slot;
-  return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots); });
+  return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots, fds); });
 }

@@ -58,6 +58,12 @@ void remove_dir_tree(const std::string& dir);
 
 std::string random_hex(size_t nbytes);
 
+// A shared memory segment holding a copy of `bytes` bytes at `data`; its fd.
+int create_shared_segment(const void* data, size_t bytes);
+// Maps a segment copy-on-write; nullptr on failure.
+void* map_private(int fd, size_t bytes);
+void unmap(void* addr, size_t bytes);
+
 // Whether `pid` is a child of this process (one we can reap).
 bool is_child(pid_t pid);
 

@@ -288,7 +288,7 @@ std::string Pool::log_tail(const Worker& w, size_t max_lines) const {
   if (!in) return "";
   in.seekg(0, std::ios::end);
   std::streamoff size = in.tellg();
-  std::streamoff from = std::max<std::streamoff>(0, size - 4096);
+  std::streamoff from = std::max<std::streamoff>(0, size - 8192);
   in.seekg(from);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::vector<std::string> lines;

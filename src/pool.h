@@ -83,8 +83,9 @@ class Pool {
   // Asks a worker to abandon the tasks of call `call_id` (SIGUSR1 carrying
   // the call's number; the worker interrupts only that call's tasks).
   void cancel(Worker& w, double call_id);
-  // The last lines a worker wrote to its stdout/stderr.
-  std::string log_tail(const Worker& w, size_t max_lines = 10) const;
+  // The last lines a worker wrote to its stdout/stderr: enough to hold R's
+  // report of a crash with its traceback.
+  std::string log_tail(const Worker& w, size_t max_lines = 40) const;
 
   double next_call_id() { return ++call_id_; }
 

@@ -337,7 +337,8 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
       sent = false;
       for (int i = 0; i < workers && !pending.empty() && !gather.lost(); ++i) {
         Worker& w = pool.worker(i);
-        if (!w.usable() || w.awaiting() >= kDepth) continue;
+        // With a time limit nothing waits behind a task that may be stopped.
+        if (!w.usable() || w.awaiting() >= (timeout > 0 ? 1 : kDepth)) continue;
         R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), n, workers,
                                    gather.estimate(), chunk_size);
         Range range = take(pending, size);
@@ -363,12 +364,16 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
   return gather.result();
 }
 
-SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots) {
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots,
+                    const std::vector<int>& fds) {
   Gather gather(pool, static_cast<R_xlen_t>(slots.size()), 0);
   Rcpp::List message = Rcpp::List::create(kOpCall, gather.call_id(), fun, args);
   std::deque<Range> unused;
-  for (size_t i = 0; i < slots.size() && !gather.lost(); ++i)
-    gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1});
+  for (size_t i = 0; i < slots.size() && !gather.lost(); ++i) {
+    Worker& w = pool.worker(slots[i]);
+    if (w.conn) w.conn->attach_fds(fds);
+    gather.send(w, message, {static_cast<double>(i), 1});
+  }
   while (!gather.lost() && gather.awaiting_replies()) gather.receive(unused);
   return gather.result();
 }

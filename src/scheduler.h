@@ -19,8 +19,10 @@ namespace bgpool {
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
                   R_xlen_t chunk_size, double timeout);
 
-// Calls fun with args once on each of the workers in `slots`.
-SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots);
+// Calls fun with args once on each of the workers in `slots`, passing each
+// the file descriptors `fds` (shared segments) with the message.
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots,
+                    const std::vector<int>& fds);
 
 // Reads and drops the replies still owed for abandoned calls. A worker that
 // still owes some `grace` seconds after it was told to drop its work (stuck

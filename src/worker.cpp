@@ -122,6 +122,10 @@ SEXP worker_receive() {
   return message;
 }
 
+// The next file descriptor that came with the master's messages, or -1.
+// [[Rcpp::export(rng = false)]]
+int worker_take_fd() { return master ? master->take_fd() : -1; }
+
 // Whether the call of the message just received has been cancelled.
 // [[Rcpp::export(rng = false)]]
 bool worker_call_cancelled() { return running_call == cancelled_call; }

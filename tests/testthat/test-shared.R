@@ -1,0 +1,118 @@
+# Large exports travel through shared memory segments mapped copy-on-write.
+
+fd_targets <- function(pid = Sys.getpid()) {
+  fds <- list.files(file.path("/proc", pid, "fd"), full.names = TRUE)
+  vapply(fds, function(f) tryCatch(Sys.readlink(f), error = function(e) ""), "")
+}
+memfd_count <- function(pid = Sys.getpid()) sum(grepl("memfd:bgpool", fd_targets(pid)))
+# Evaluated on the workers: how many mappings of segments they hold.
+worker_memfd_maps <- function() {
+  unlist(pool_evalq(sum(grepl("memfd:bgpool", readLines("/proc/self/maps")))))
+}
+
+test_that("every shareable vector type round-trips identically through shared memory", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  n <- 5000
+  values <- list(
+    dbl = c(runif(n - 4), NA, NaN, -0, Inf),
+    int = c(sample.int(1000, n - 1, replace = TRUE), NA),
+    lgl = c(rep(c(TRUE, FALSE), length.out = n - 1), NA),
+    raw = as.raw(sample(0:255, n, replace = TRUE)),
+    cpl = complex(real = runif(n), imaginary = runif(n)),
+    mat = matrix(runif(n), 50, dimnames = list(NULL, paste0("c", 1:100))),
+    named = stats::setNames(seq_len(n) + 0.5, paste0("n", seq_len(n))),
+    fac = factor(sample(letters, n, replace = TRUE)),
+    dates = as.Date("2020-01-01") + 0:(n - 1)
+  )
+  env <- list2env(values)
+  pool_export(names(values), envir = env)
+  for (name in names(values)) {
+    got <- pool_call(get, name, envir = globalenv())
+    expect_identical(got[[1]], values[[name]], info = name)
+    expect_identical(got[[2]], values[[name]], info = name)
+  }
+  # the workers really hold shared vectors, and serializing one (here, as a
+  # result sent back above, or with saveRDS) writes its values
+  expect_true(all(worker_memfd_maps() >= 9L))
+  path <- tempfile(fileext = ".rds")
+  pool_call(function(p) saveRDS(dbl, p), path)
+  expect_identical(readRDS(path), values$dbl)
+})
+
+test_that("a worker that modifies its shared copy changes nobody else's", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  assign("shared_vec", as.numeric(1:1e5), envir = globalenv())
+  withr::defer(rm("shared_vec", envir = globalenv()))
+  pool_export("shared_vec")
+  pids <- pool_pids()
+  changed <- pool_call(function(victim) {
+    if (Sys.getpid() == victim) shared_vec[1] <- -1
+    shared_vec[1:2]
+  }, pids[1])
+  expect_identical(changed[[1]], c(-1, 2))
+  expect_identical(changed[[2]], c(1, 2))
+  expect_identical(pool_call(function() shared_vec[1])[[2]], 1)
+  expect_identical(get("shared_vec", envir = globalenv())[1], 1)
+})
+
+test_that("exporting an unchanged vector again reuses its segment; a changed one is sent anew", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  x <- runif(1e5)
+  segment_fd <- function() bgpool:::segment_fd(bgpool:::.bgpool$segments$x$segment)
+  pool_export("x", envir = environment())
+  first <- bgpool:::.bgpool$segments$x$segment
+  first_fd <- segment_fd()
+  pool_export("x", envir = environment())
+  expect_identical(segment_fd(), first_fd)
+  x[10] <- 42
+  pool_export("x", envir = environment())
+  expect_false(identical(segment_fd(), first_fd))
+  expect_identical(unlist(pool_evalq(x[10])), c(42, 42))
+})
+
+test_that("segments are released: no memfd or mapping outlives the pool, none leaks over 100 exports", {
+  withr::local_options(bgpool.share_threshold = 1000)
+  gc()
+  before <- memfd_count()
+  local_pool(2)
+  pids <- pool_pids()
+  x <- runif(2e4)
+  for (i in 1:100) {
+    x[1] <- i  # a new segment each time
+    pool_export("x", envir = environment())
+  }
+  expect_identical(unlist(pool_evalq(x[1])), c(100, 100))
+  gc()
+  # the master keeps only the latest segment; each worker maps only its
+  # latest copy once the old ones are collected
+  expect_lte(memfd_count(), before + 1L)
+  maps <- unlist(pool_evalq({ invisible(gc()); sum(grepl("memfd:bgpool", readLines("/proc/self/maps"))) }))
+  expect_true(all(maps <= 1L))
+  suppressMessages(delete_pool())
+  gc()
+  expect_identical(memfd_count(), before)
+  expect_false(any(grepl("memfd:bgpool", readLines("/proc/self/maps"))))
+})
+
+test_that("without shared memory the same values are streamed", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = Inf)
+  x <- c(runif(1e5), NA)
+  pool_export("x", envir = environment())
+  expect_identical(pool_call(get, "x")[[1]], x)
+  expect_identical(worker_memfd_maps(), c(0L, 0L))
+})
+
+test_that("a replacement worker maps the exported segments too", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  x <- runif(1e5)
+  pool_export("x", envir = environment())
+  victim <- pool_pids()[2]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(pool_call(get, "x"), list(x, x))
+})
