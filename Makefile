@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	@Rscript inst/bench/bench.R $(ARGS)
+	@Rscript .ci/readme-bench.R
 
 document: deps
 	@Rscript .ci/deps.R roxygen2
