@@ -1,6 +1,7 @@
 # make demo   install what is missing, then run the seed example and a showcase
 # make test   install what is missing, then run the whole test suite
 # make bench  the benchmarks against parallel (and mirai when installed)
+# make bench-azure  AzureStor transfers against Azurite: sequential, AzureRMR's pool, bgpool
 # make document  regenerate RcppExports, NAMESPACE and man/ (developers)
 
 LIB := $(CURDIR)/.lib
@@ -8,7 +9,7 @@ export R_LIBS := $(LIB)
 # keep test runs within the machine's two cores, as R CMD check does
 export _R_CHECK_LIMIT_CORES_ ?= TRUE
 
-.PHONY: deps install demo test bench document
+.PHONY: deps install demo test bench bench-azure document
 
 deps:
 	@Rscript .ci/deps.R
@@ -23,11 +24,16 @@ demo: install
 	@Rscript inst/examples/demo.R
 
 test: install
+	@bash .ci/azure-deps.sh
 	@Rscript .ci/test.R
 
 bench: install
 	@Rscript inst/bench/bench.R $(ARGS)
 	@Rscript .ci/readme-bench.R
+
+bench-azure: install
+	@bash .ci/azure-deps.sh
+	@Rscript inst/bench/azure_transfer.R $(ARGS)
 
 document: deps
 	@Rscript .ci/deps.R roxygen2
