@@ -43,12 +43,11 @@ class Connection {
   bool put(const void* data, size_t n);
   bool end_message();
 
-  // Reading a message: begin_message() (false with peer_closed() at a clean
-  // end of stream), get() any number of times, then end_read().
+  // Reading a message: begin_message() (false at the end of the stream, or
+  // on failure), get() any number of times, then end_read().
   bool begin_message();
   bool get(void* dst, size_t n);
   bool end_read();
-  bool peer_closed() const { return peer_closed_ && !has_buffered_input(); }
 
   // Bytes already received but not yet read (taken in while writing).
   bool has_buffered_input() const { return in_pos_ < in_.size(); }

@@ -20,7 +20,16 @@ elapsed <- system.time(res <- pool_map(function(i) i * 2, 1:10000))[["elapsed"]]
 cat(sprintf("%d results in %.3f s, in input order: %s\n", length(res), elapsed,
             identical(unlist(res), (1:10000) * 2)))
 
-cat("\n== A failing task names its element; the other elements still run\n")
+cat("\n== A large export travels once, through shared memory\n")
+big <- runif(1e7)  # 80 MB
+elapsed <- system.time({
+  pool_export("big")
+  sums <- pool_evalq(sum(big))
+})[["elapsed"]]
+cat(sprintf("80 MB to %d workers in %.2f s; each worker's sum is the master's: %s\n",
+            pool_size(), elapsed, all(unlist(sums) == sum(big))))
+
+cat("\n== A failing task names its element (its warning is relayed); the others still run\n")
 err <- tryCatch(pool_map(function(f) readLines(f), c(src[1:2], "no-such-file.txt")),
                 error = function(e) e)
 cat(conditionMessage(err), "\n")
