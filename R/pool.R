@@ -39,6 +39,7 @@ init_pool <- function(size = 10, restart = FALSE, ...) {
     create_pool(size, options)
   } else {
     forget_exports()
+    live_pool("init_pool()")  # a worker that died is replaced first
     on_workers("init_pool()", worker_reset, list(getwd()), seq_len(pool_size()))
   }
   invisible(NULL)

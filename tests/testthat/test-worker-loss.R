@@ -53,3 +53,16 @@ test_that("functions that keep their argument unevaluated see their own element"
   gs <- pool_map(function(a, b) function() a + b, 1:3, 4:6)
   expect_identical(vapply(gs, function(g) g(), 1L), c(5L, 7L, 9L))
 })
+
+test_that("init_pool() resets a pool in which a worker has died", {
+  local_pool(2)
+  pids <- pool_pids()
+  tools::pskill(pids[1], tools::SIGKILL)
+  expect_true(wait_pids_gone(pids[1]))
+  expect_silent(init_pool(2))
+  new_pids <- pool_pids()
+  expect_length(new_pids, 2L)
+  expect_identical(new_pids[2], pids[2])
+  expect_false(pids[1] %in% new_pids)
+  expect_identical(pool_sapply(1:4, function(i) i * 3), (1:4) * 3)
+})
