@@ -96,6 +96,10 @@ void Pool::start_template() {
   spec.extra_env.push_back("BGPOOL_SOCKET=" + socket_path_);
   spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
   spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
+  // R's temporary directories of the template and of every worker are made
+  // in the pool's directory, so none outlives the pool: an R process that
+  // was forked removes its parent's directory, not its own, when it exits.
+  spec.extra_env.push_back("TMPDIR=" + dir_);
   spec.log_path = template_.log_path = dir_ + "/template.log";
   template_.pid = os::spawn(spec);
   connect_all({&template_});

@@ -93,12 +93,12 @@ int template_serve() {
     if (!master->read_raw(&request, sizeof request, -1)) return -1;
     std::string log_path(request.log_length, '\0');
     if (!master->read_raw(&log_path[0], log_path.size(), 10)) return -1;
+    R_FlushConsole();  // or the fork repeats what was buffered
     if (bgpool::os::fork_orphan()) {
       master.reset();  // the template's link, not ours
       if (!bgpool::os::wait_for_adoption(master_pid, 10)) _exit(1);
       bgpool::os::redirect_output(log_path);
       own_temp_dir();
-      srand(static_cast<unsigned>(getpid()));  // tempfile() names differ per worker
       return static_cast<int>(request.slot) + 1;
     }
   }

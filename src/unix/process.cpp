@@ -122,8 +122,6 @@ bool wait_for_adoption(pid_t master, double timeout_seconds) {
 }
 
 bool fork_orphan() {
-  fflush(stdout);
-  fflush(stderr);
   pid_t child = fork();
   if (child < 0) throw sys_error("fork");
   if (child == 0) {

@@ -1,7 +1,7 @@
 // Unix domain sockets, the pool's private directory and random tokens.
 #include "../platform.h"
 
-#include <dirent.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -90,16 +90,13 @@ std::string make_private_dir(const std::string& parent) {
   return templ;
 }
 
-// The pool's directory holds only flat files (socket, logs).
 void remove_dir_tree(const std::string& dir) {
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* entry = readdir(d)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") unlink((dir + "/" + name).c_str());
-    }
-    closedir(d);
-  }
-  rmdir(dir.c_str());
+  nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat*, int type, struct FTW*) {
+        return (type == FTW_DP ? rmdir(path) : unlink(path)), 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
 }
 
 std::string random_hex(size_t nbytes) {

@@ -66,3 +66,18 @@ test_that("init_pool() resets a pool in which a worker has died", {
   expect_false(pids[1] %in% new_pids)
   expect_identical(pool_sapply(1:4, function(i) i * 3), (1:4) * 3)
 })
+
+test_that("workers have temporary directories of their own, and none outlives the pool", {
+  local_pool(2)
+  dirs <- unlist(pool_evalq(tempdir()))
+  expect_length(unique(dirs), 2L)
+  expect_true(all(dir.exists(dirs)))
+  expect_false(any(dirs == tempdir()))
+  victim <- pool_pids()[1]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  dirs <- c(dirs, unlist(pool_evalq(tempdir())))
+  pool_dir <- bgpool:::pool_info()$dir
+  suppressMessages(delete_pool())
+  expect_false(any(dir.exists(c(dirs, pool_dir))))
+})
