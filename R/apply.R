@@ -77,8 +77,6 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
   caller <- "pool_map()"
   handle <- live_pool(caller)
   fun <- match_function(fun, "fun", caller, parent.frame())
-  retry <- check_retry(.retry, caller)
-  timeout <- check_timeout(.timeout, caller)
   args <- list(...)
   if (length(args) == 0L)
     abort("pool_map(): give at least one vector to map over, e.g. pool_map(f, x = 1:3)",
@@ -98,7 +96,7 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
   job <- list(kind = "map", fun = fun, extra = as.list(MoreArgs),
               arity = length(args), names = names(args))
   answer <- run_elements(caller, handle, job, lapply(args, as_elements), TRUE, vlen, 0, labels,
-                         retry, timeout)
+                         .retry, .timeout)
   names(answer) <- labels
   if (!isFALSE(SIMPLIFY) && length(answer))
     simplify2array(answer, higher = (SIMPLIFY == "array"))
@@ -108,8 +106,6 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
 lapply_on_pool <- function(caller, X, fun, extra, chunk.size, retry, timeout) {
   handle <- live_pool(caller)
   chunk_size <- check_chunk_size(chunk.size, caller)
-  retry <- check_retry(retry, caller)
-  timeout <- check_timeout(timeout, caller)
   # as lapply() does: X[[i]] of anything else is taken from as.list(X)
   if (!is.vector(X) || is.object(X))
     X <- as.list(X)

@@ -9,7 +9,9 @@
 # the elements it was running.
 
 run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, labels,
-                         retry = 0, timeout = Inf) {
+                         retry, timeout) {
+  retry <- check_retry(retry, caller)
+  timeout <- check_timeout(timeout, caller)
   timed <- is.finite(timeout)
   # a time limit applies to each task, so each task travels alone
   if (timed) chunk_size <- 1
