@@ -25,6 +25,30 @@ pool_run_on_workers <- function(xp, fun, args, slots, fds) {
     .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots, fds)
 }
 
+pool_node_send <- function(xp, slot, fun, args) {
+    .Call(`_bgpool_pool_node_send`, xp, slot, fun, args)
+}
+
+pool_node_wait <- function(xp, slots, timeout) {
+    .Call(`_bgpool_pool_node_wait`, xp, slots, timeout)
+}
+
+pool_node_receive <- function(xp, slot) {
+    .Call(`_bgpool_pool_node_receive`, xp, slot)
+}
+
+pool_node_cancel <- function(xp, slots) {
+    invisible(.Call(`_bgpool_pool_node_cancel`, xp, slots))
+}
+
+pool_node_mirror <- function(xp, slot, fd, ready) {
+    invisible(.Call(`_bgpool_pool_node_mirror`, xp, slot, fd, ready))
+}
+
+pool_open_fds <- function() {
+    .Call(`_bgpool_pool_open_fds`)
+}
+
 shareable_bytes <- function(x) {
     .Call(`_bgpool_shareable_bytes`, x)
 }

@@ -27,6 +27,12 @@ element_label <- function(index, labels) {
   label
 }
 
+# Signals in the master the warnings that tasks raised on workers.
+resignal_warnings <- function(warnings) {
+  for (w in warnings)
+    warning(structure(class = w$class, list(message = w$message, call = NULL)))
+}
+
 # The original conditions of failed tasks, rebuilt from what the worker sent.
 task_conditions <- function(errors) {
   lapply(errors, function(e) structure(class = e$class, list(message = e$message, call = NULL)))

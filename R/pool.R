@@ -40,7 +40,7 @@ init_pool <- function(size = 10, restart = FALSE, ...) {
   } else {
     forget_exports()
     live_pool("init_pool()")  # a worker that died is replaced first
-    on_workers("init_pool()", worker_reset, list(getwd()), seq_len(pool_size()))
+    on_workers("init_pool()", worker_reset, list(getwd(), .libPaths()), seq_len(pool_size()))
   }
   invisible(NULL)
 }
@@ -124,23 +124,32 @@ remove_orphaned_dirs <- function() {
 
 stop_pool <- function() {
   handle <- .bgpool$pool
+  close_cluster()
   rm(list = ls(.bgpool, all.names = TRUE), envir = .bgpool)
   pool_stop(handle)
 }
 
 # The pool's handle, after replacing any worker that died since the last
 # call: a replacement starts in the master's working directory with
-# everything exported since init_pool().
-live_pool <- function(caller) {
+# everything exported since init_pool(). Replies owed to calls sent through
+# the pool's cluster are read first (unless `drain_cluster` is FALSE: the
+# cluster itself sends another), so that workers are free for this call.
+live_pool <- function(caller, drain_cluster = TRUE) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
+  if (!is.null(.bgpool$cluster)) collect_cluster_replies(handle, wait = drain_cluster)
   replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1))
   if (length(replaced)) {
-    on_workers(caller, worker_reset, list(getwd()), replaced)
+    on_workers(caller, worker_reset, list(getwd(), .libPaths()), replaced)
     exports <- as.list(.bgpool$exports, all.names = TRUE)
     if (length(exports))
       export_values(caller, exports, replaced)
+  }
+  # Workers see library paths the master added after the pool started.
+  if (!identical(.libPaths(), .bgpool$lib_paths) && !cluster_busy()) {
+    on_workers(caller, worker_lib_paths, list(.libPaths()), seq_len(pool_size()))
+    .bgpool$lib_paths <- .libPaths()
   }
   handle
 }

@@ -46,8 +46,7 @@ check_result <- function(caller, result, n, labels, unit = "element") {
     result$failed <- result$failed[in_order]
     result$errors <- result$errors[in_order]
   }
-  for (w in result$warnings)
-    warning(structure(class = w$class, list(message = w$message, call = NULL)))
+  resignal_warnings(result$warnings)
   if (!is.null(result$lost))
     stop(worker_lost_error(caller, result, n, labels))
   if (length(result$failed))

@@ -110,10 +110,16 @@ cancelled <- function(position) {
   list(position = position, message = "cancelled", class = c("interrupt", "condition"))
 }
 
-# What init_pool() does to an existing worker (as AzureRMR does).
-worker_reset <- function(wd) {
+# What init_pool() does to an existing worker (as AzureRMR does), and the
+# start of a worker that replaces one that died.
+worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
+  worker_lib_paths(lib_paths)
+}
+
+worker_lib_paths <- function(lib_paths) {
+  .libPaths(lib_paths)
   invisible(NULL)
 }
 

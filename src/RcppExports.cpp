@@ -85,6 +85,73 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// pool_node_send
+SEXP pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args);
+RcppExport SEXP _bgpool_pool_node_send(SEXP xpSEXP, SEXP slotSEXP, SEXP funSEXP, SEXP argsSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_send(xp, slot, fun, args));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_node_wait
+int pool_node_wait(SEXP xp, std::vector<int> slots, double timeout);
+RcppExport SEXP _bgpool_pool_node_wait(SEXP xpSEXP, SEXP slotsSEXP, SEXP timeoutSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
+    Rcpp::traits::input_parameter< double >::type timeout(timeoutSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_wait(xp, slots, timeout));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_node_receive
+SEXP pool_node_receive(SEXP xp, int slot);
+RcppExport SEXP _bgpool_pool_node_receive(SEXP xpSEXP, SEXP slotSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_receive(xp, slot));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_node_cancel
+void pool_node_cancel(SEXP xp, std::vector<int> slots);
+RcppExport SEXP _bgpool_pool_node_cancel(SEXP xpSEXP, SEXP slotsSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
+    pool_node_cancel(xp, slots);
+    return R_NilValue;
+END_RCPP
+}
+// pool_node_mirror
+void pool_node_mirror(SEXP xp, int slot, int fd, bool ready);
+RcppExport SEXP _bgpool_pool_node_mirror(SEXP xpSEXP, SEXP slotSEXP, SEXP fdSEXP, SEXP readySEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    Rcpp::traits::input_parameter< int >::type fd(fdSEXP);
+    Rcpp::traits::input_parameter< bool >::type ready(readySEXP);
+    pool_node_mirror(xp, slot, fd, ready);
+    return R_NilValue;
+END_RCPP
+}
+// pool_open_fds
+std::vector<int> pool_open_fds();
+RcppExport SEXP _bgpool_pool_open_fds() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(pool_open_fds());
+    return rcpp_result_gen;
+END_RCPP
+}
 // shareable_bytes
 double shareable_bytes(SEXP x);
 RcppExport SEXP _bgpool_shareable_bytes(SEXP xSEXP) {
@@ -215,6 +282,12 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 7},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 5},
+    {"_bgpool_pool_node_send", (DL_FUNC) &_bgpool_pool_node_send, 4},
+    {"_bgpool_pool_node_wait", (DL_FUNC) &_bgpool_pool_node_wait, 3},
+    {"_bgpool_pool_node_receive", (DL_FUNC) &_bgpool_pool_node_receive, 2},
+    {"_bgpool_pool_node_cancel", (DL_FUNC) &_bgpool_pool_node_cancel, 2},
+    {"_bgpool_pool_node_mirror", (DL_FUNC) &_bgpool_pool_node_mirror, 4},
+    {"_bgpool_pool_open_fds", (DL_FUNC) &_bgpool_pool_open_fds, 0},
     {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
     {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
     {"_bgpool_shared_segment", (DL_FUNC) &_bgpool_shared_segment, 1},

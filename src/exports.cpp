@@ -103,3 +103,45 @@ SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots,
   for (int& slot : slots) --slot;
   return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots, fds); });
 }
+
+// parallel's node interface (R/cluster.R); slots are 1-based here.
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args) {
+  Pool& pool = get_pool(xp);
+  return interruptible([&] { return bgpool::node_send(pool, slot - 1, fun, args); });
+}
+
+// [[Rcpp::export(rng = false)]]
+int pool_node_wait(SEXP xp, std::vector<int> slots, double timeout) {
+  Pool& pool = get_pool(xp);
+  for (int& slot : slots) --slot;
+  return 1 + interruptible([&] { return bgpool::node_wait(pool, slots, timeout); });
+}
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_node_receive(SEXP xp, int slot) {
+  Pool& pool = get_pool(xp);
+  return interruptible([&] { return bgpool::node_receive(pool, slot - 1); });
+}
+
+// [[Rcpp::export(rng = false)]]
+void pool_node_cancel(SEXP xp, std::vector<int> slots) {
+  Pool& pool = get_pool(xp);
+  for (int& slot : slots) --slot;
+  bgpool::node_cancel(pool, slots);
+}
+
+// Makes `fd` (a descriptor R's serverSocket() opened: a connection R can
+// poll) mirror the worker in `slot`, or, fd = -1, sets whether its mirror
+// polls as ready: a reply has been read and awaits R.
+// [[Rcpp::export(rng = false)]]
+void pool_node_mirror(SEXP xp, int slot, int fd, bool ready) {
+  Pool& pool = get_pool(xp);
+  if (fd >= 0 && !bgpool::os::is_tcp_listener(fd))
+    Rcpp::stop("bgpool: descriptor %d is not the socket R just opened", fd);
+  pool.mirror(pool.worker(slot - 1), ready, fd);
+}
+
+// [[Rcpp::export(rng = false)]]
+std::vector<int> pool_open_fds() { return bgpool::os::open_fds(); }

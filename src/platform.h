@@ -64,6 +64,17 @@ int create_shared_segment(const void* data, size_t bytes);
 void* map_private(int fd, size_t bytes);
 void unmap(void* addr, size_t bytes);
 
+// The file descriptors open in this process.
+std::vector<int> open_fds();
+// Whether `fd` is a listening TCP socket (what R's serverSocket() opens).
+bool is_tcp_listener(int fd);
+// Makes `target` refer to what `source` refers to (close-on-exec).
+void replace_fd(int source, int target);
+// A socket with one byte waiting to be read: always "ready" to poll().
+int readable_socket();
+// Ends both directions of a socket, whatever other descriptors share it.
+void shutdown_socket(int fd);
+
 // Whether `pid` is a child of this process (one we can reap).
 bool is_child(pid_t pid);
 

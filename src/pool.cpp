@@ -80,6 +80,7 @@ void Pool::reset(Worker& w) {
   w.conn.reset();
   w.exit = os::ExitInfo();
   w.in_flight.clear();
+  w.node_calls.clear();
   w.stale_replies = 0;
   w.job_call = -1;
   w.busy_since = w.cancelled_at = 0;
@@ -213,6 +214,7 @@ bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
     if (!match) continue;
     w->pid = g.peer.pid;
     w->conn = std::move(g.conn);
+    if (w->mirror_fd >= 0) mirror(*w, false);
     waiting.erase(it);
     break;
   }
@@ -243,6 +245,31 @@ void Pool::kill_worker(Worker& w) {
     wait_exit(w, 5);
   }
   if (w.conn) w.conn->mark_broken("worker stopped");
+}
+
+std::string Pool::retire(Worker& w) {
+  double deadline = monotonic_seconds() + 0.5;
+  while (w.alive() && monotonic_seconds() < deadline) {
+    w.exit = os::reap(w.pid);
+    if (!w.exit.exited) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::string how = w.exit.exited ? os::describe_exit(w.exit)
+                                  : "lost its connection (" +
+                                        (w.conn ? w.conn->failure() : std::string("closed")) + ")";
+  kill_worker(w);
+  return how;
+}
+
+void Pool::mirror(Worker& w, bool ready, int fd) {
+  if (fd >= 0) w.mirror_fd = fd;
+  if (w.mirror_fd < 0) return;
+  if (ready || !w.conn) {
+    int readable = os::readable_socket();
+    os::replace_fd(readable, w.mirror_fd);
+    close(readable);
+  } else {
+    os::replace_fd(w.conn->fd(), w.mirror_fd);
+  }
 }
 
 void Pool::cancel(Worker& w, double call_id) {
@@ -277,7 +304,11 @@ void Pool::stop() {
   // at end of stream. Those that don't within a grace period are killed.
   std::vector<Worker*> all{&template_};
   for (auto& w : workers_) all.push_back(w.get());
-  for (Worker* w : all) w->conn.reset();
+  // (a mirror descriptor would otherwise keep a socket open)
+  for (Worker* w : all) {
+    if (w->conn) os::shutdown_socket(w->conn->fd());
+    w->conn.reset();
+  }
   double deadline = monotonic_seconds() + 2;
   for (Worker* w : all) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
   for (Worker* w : all)

@@ -38,6 +38,11 @@ struct Worker {
   // first; and replies still owed for calls that were abandoned.
   std::deque<Range> in_flight;
   int stale_replies = 0;
+  // Calls sent through parallel's node interface (R/cluster.R) whose
+  // replies are awaited; and the descriptor of the R connection that
+  // mirrors this worker's socket, so R can poll it (-1: none).
+  std::deque<double> node_calls;
+  int mirror_fd = -1;
   // The call whose function this worker has already received.
   double job_call = -1;
   // When the task at the head of in_flight started (for time limits), and
@@ -80,6 +85,13 @@ class Pool {
   std::vector<int> replace_unusable();
   // Ends a worker now (it misbehaved, or its link broke).
   void kill_worker(Worker& w);
+  // Ends a worker whose link failed, after giving it a moment to report its
+  // own exit status; returns how it ended, for the user.
+  std::string retire(Worker& w);
+  // Points the worker's mirror descriptor at its socket (`ready` false) or
+  // at a socket that always polls as readable (a reply has been read and
+  // awaits R). Makes `fd` the mirror when it is not -1.
+  void mirror(Worker& w, bool ready, int fd = -1);
   // Asks a worker to abandon the tasks of call `call_id` (SIGUSR1 carrying
   // the call's number; the worker interrupts only that call's tasks).
   void cancel(Worker& w, double call_id);

@@ -26,12 +26,6 @@ namespace {
 
 constexpr int kDepth = 2;
 constexpr double kTargetChunkSeconds = 0.002;
-constexpr double kInterruptCheckSeconds = 0.1;
-constexpr int kOpChunk = 1;
-constexpr int kOpCall = 2;
-
-// Reply layout (R/worker.R): list(call_id, start, values, error, elapsed, warnings)
-enum ReplyField { kReplyCall, kReplyStart, kReplyValues, kReplyError, kReplyElapsed, kReplyWarnings };
 
 // Copies x[from + i] (recycling x when shorter) for i < len into a new
 // vector of x's type, without attributes: only elements travel.
@@ -81,20 +75,6 @@ SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
   UNPROTECT(1);
   return out;
 }
-
-// Calls check_user_interrupt() at most every kInterruptCheckSeconds.
-class InterruptCheck {
- public:
-  void operator()() {
-    double now = monotonic_seconds();
-    if (now - last_ < kInterruptCheckSeconds) return;
-    last_ = now;
-    check_user_interrupt();
-  }
-
- private:
-  double last_ = monotonic_seconds();
-};
 
 // State of one call: results in input order, failures, and bookkeeping.
 class Gather {
@@ -256,23 +236,9 @@ class Gather {
       pool_.kill_worker(w);
       return false;
     }
-    std::string how;
-    if (timed_out) {
-      pool_.kill_worker(w);
-      how = "was stopped: its task ran longer than the time limit";
-    } else {
-      // A worker whose link closed is usually on its way out: give it a
-      // moment to report its own exit status.
-      double deadline = monotonic_seconds() + 0.5;
-      while (w.alive() && monotonic_seconds() < deadline) {
-        w.exit = os::reap(w.pid);
-        if (!w.exit.exited) poll(nullptr, 0, 5);
-      }
-      how = w.exit.exited ? os::describe_exit(w.exit)
-                          : "lost its connection (" +
-                                (w.conn ? w.conn->failure() : std::string("closed")) + ")";
-      pool_.kill_worker(w);
-    }
+    if (timed_out) pool_.kill_worker(w);
+    std::string how = timed_out ? "was stopped: its task ran longer than the time limit"
+                                : pool_.retire(w);
     lost_ = Rcpp::List::create(
         Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid,
         Rcpp::Named("how") = how, Rcpp::Named("timed_out") = timed_out,

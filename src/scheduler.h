@@ -5,9 +5,32 @@
 
 #include <vector>
 
+#include "clock.h"
 #include "pool.h"
 
 namespace bgpool {
+
+// Messages to workers (R/worker.R): a chunk of elements, or one call.
+constexpr int kOpChunk = 1;
+constexpr int kOpCall = 2;
+// Reply layout (R/worker.R): list(call_id, start, values, error, elapsed, warnings)
+enum ReplyField { kReplyCall, kReplyStart, kReplyValues, kReplyError, kReplyElapsed, kReplyWarnings };
+
+constexpr double kInterruptCheckSeconds = 0.1;
+
+// Calls check_user_interrupt() at most every kInterruptCheckSeconds.
+class InterruptCheck {
+ public:
+  void operator()() {
+    double now = monotonic_seconds();
+    if (now - last_ < kInterruptCheckSeconds) return;
+    last_ = now;
+    check_user_interrupt();
+  }
+
+ private:
+  double last_ = monotonic_seconds();
+};
 
 // Applies a job (function and fixed arguments) to n elements, a chunk of
 // consecutive elements per message, each chunk to whichever worker is free.
@@ -28,5 +51,19 @@ SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slo
 // still owes some `grace` seconds after it was told to drop its work (stuck
 // in code that never checks for interrupts) is killed, to be replaced.
 void settle(Pool& pool, double grace);
+
+// Calls addressed to one worker, for parallel's node interface
+// (R/cluster.R); slots are 0-based.
+// Sends do.call(fun, args); NULL when sent, else how the worker was lost.
+SEXP node_send(Pool& pool, int slot, SEXP fun, SEXP args);
+// Waits up to `timeout` seconds (< 0: no limit) for one of `slots` to have
+// a reply to read (or to have failed); returns it, or -1.
+int node_wait(Pool& pool, const std::vector<int>& slots, double timeout);
+// The reply to the oldest call owed by `slot` (see R/worker.R), or
+// list(lost = how the worker was lost).
+SEXP node_receive(Pool& pool, int slot);
+// Abandons the calls owed by `slots`: their workers are told to drop them
+// and the replies are dropped when they come.
+void node_cancel(Pool& pool, const std::vector<int>& slots);
 
 }  // namespace bgpool

@@ -1,7 +1,9 @@
 // Unix domain sockets, the pool's private directory and random tokens.
 #include "../platform.h"
 
+#include <dirent.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -80,6 +83,51 @@ PeerCredentials peer_credentials(int fd) {
   }
   return out;
 }
+
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) throw sys_error("cannot list /proc/self/fd");
+  int own = dirfd(dir);
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    int fd = std::atoi(entry->d_name);
+    if (fd != own) fds.push_back(fd);
+  }
+  closedir(dir);
+  return fds;
+}
+
+bool is_tcp_listener(int fd) {
+  int listening = 0, domain = 0;
+  socklen_t len = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) return false;
+  len = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return false;
+  return listening && (domain == AF_INET || domain == AF_INET6);
+}
+
+void replace_fd(int source, int target) {
+  int rc;
+  do rc = dup3(source, target, O_CLOEXEC);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) throw sys_error("dup3");
+}
+
+int readable_socket() {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) throw sys_error("socketpair");
+  char byte = 1;
+  ssize_t rc = write(pair[1], &byte, 1);
+  close(pair[1]);
+  if (rc != 1) {
+    close(pair[0]);
+    throw sys_error("write");
+  }
+  return pair[0];
+}
+
+void shutdown_socket(int fd) { shutdown(fd, SHUT_RDWR); }
 
 std::string make_private_dir(const std::string& parent) {
   // The pid in the name lets a later session find the directories of a
