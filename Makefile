@@ -13,6 +13,7 @@ export _R_CHECK_LIMIT_CORES_ ?= TRUE
 
 deps:
 	@Rscript .ci/deps.R
+	@bash .ci/pandoc.sh
 
 install: deps
 	@mkdir -p $(LIB)

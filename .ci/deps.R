@@ -1,9 +1,12 @@
-# Installs the R packages that building, testing and the demo need, when
-# missing: Debian's prebuilt r-cran-* packages where apt is available and we
-# are root (seconds), otherwise from R's configured repositories.
+# Installs the R packages that building, testing, the vignette and the demo
+# need, when missing: Debian's prebuilt r-cran-* packages where apt is
+# available and we are root (seconds), otherwise from R's configured
+# repositories. (pandoc, for the vignette, comes from .ci/pandoc.sh.)
 # Usage: Rscript .ci/deps.R [package ...]
 wanted <- commandArgs(trailingOnly = TRUE)
-if (!length(wanted)) wanted <- c("Rcpp", "testthat", "withr", "R6", "callr", "processx")
+if (!length(wanted))
+  wanted <- c("Rcpp", "testthat", "withr", "R6", "callr", "processx",
+              "cli", "foreach", "doParallel", "future", "knitr", "rmarkdown")
 missing <- function() wanted[!vapply(wanted, requireNamespace, NA, quietly = TRUE)]
 
 todo <- missing()

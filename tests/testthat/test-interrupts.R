@@ -69,6 +69,10 @@ test_that("SIGINT during pool_call/pool_evalq returns at once; the next call is 
   check_interrupted_call(quote(pool_evalq(Sys.sleep(5))))
 })
 
+test_that("SIGINT during a call through the pool's cluster returns at once; the next call is right", {
+  check_interrupted_call(quote(parallel::clusterApplyLB(pool_cluster(), 1:4, long)))
+})
+
 test_that("a master call stopped by setTimeLimit() leaves the pool right for the next call", {
   child <- local_r_child(quote({
     init_pool(2)
