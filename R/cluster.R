@@ -104,7 +104,7 @@ collect_cluster_replies <- function(handle, wait) {
     owing <- Filter(function(node) !usable[node$slot], owing)
   }
   for (node in owing)
-    while (length(node$pending)) receive_reply(handle, node)
+    while (length(node$pending)) keep_reply(handle, node, receive_reply(handle, node))
 }
 
 #' @exportS3Method parallel::sendData
@@ -120,29 +120,25 @@ sendData.bgpool_node <- function(node, data) {
   if (is.null(lost))
     node$pending <- c(node$pending, list(data$data$tag))
   else
-    keep_reply(handle, node, lost, data$data$tag)
+    keep_reply(handle, node, parallel_reply(lost, data$data$tag))
   invisible(NULL)
 }
 
 #' @exportS3Method parallel::recvData
 recvData.bgpool_node <- function(node) {
-  if (!length(node$replies)) {
-    handle <- node_pool(node)
-    await_reply(handle, list(node))
-  }
-  take_reply(node)
+  if (length(node$replies)) return(take_reply(node))
+  handle <- node_pool(node)
+  await_reply(handle, list(node))
+  deliver(receive_reply(handle, node))
 }
 
 #' @exportS3Method parallel::recvOneData
 recvOneData.bgpool_cluster <- function(cl) {
-  has_reply <- function() which(vapply(cl, function(node) length(node$replies) > 0L, NA))
-  ready <- has_reply()
-  if (!length(ready)) {
-    handle <- node_pool(cl[[1L]])
-    await_reply(handle, cl)
-    ready <- has_reply()
-  }
-  list(node = ready[1L], value = take_reply(cl[[ready[1L]]]))
+  ready <- which(vapply(cl, function(node) length(node$replies) > 0L, NA))
+  if (length(ready)) return(list(node = ready[1L], value = take_reply(cl[[ready[1L]]])))
+  handle <- node_pool(cl[[1L]])
+  i <- await_reply(handle, cl)
+  list(node = i, value = deliver(receive_reply(handle, cl[[i]])))
 }
 
 #' @exportS3Method parallel::stopCluster
@@ -166,9 +162,9 @@ print.bgpool_node <- function(x, ...) {
   invisible(x)
 }
 
-# Waits until one of `nodes` has a reply and reads it. An interrupt
-# abandons all of the cluster's calls in flight: their replies would
-# otherwise answer later calls.
+# Waits until one of `nodes` has a reply to read; returns its index. An
+# interrupt abandons all of the cluster's calls in flight: their replies
+# would otherwise answer later calls.
 await_reply <- function(handle, nodes) {
   slots <- vapply(nodes, function(node) node$slot, 0L)
   if (!any(vapply(nodes, function(node) length(node$pending) > 0L, NA)))
@@ -177,8 +173,8 @@ await_reply <- function(handle, nodes) {
   finished <- FALSE
   on.exit(if (!finished) abandon_cluster_calls(handle))
   slot <- pool_node_wait(handle, slots, -1)
-  receive_reply(handle, nodes[[match(slot, slots)]])
   finished <- TRUE
+  match(slot, slots)
 }
 
 abandon_cluster_calls <- function(handle) {
@@ -191,13 +187,13 @@ receive_reply <- function(handle, node) {
   reply <- pool_node_receive(handle, node$slot)
   tag <- node$pending[[1L]]
   node$pending <- node$pending[-1L]
-  keep_reply(handle, node, reply, tag)
+  parallel_reply(reply, tag)
 }
 
-# Turns a worker's reply into the message parallel's workers send:
+# A worker's reply as parallel's workers send it, `message` =
 # list(type = "VALUE", value, success, time, tag), where a failed call's
-# value is a "try-error" string, as parallel makes it.
-keep_reply <- function(handle, node, reply, tag) {
+# value is a "try-error" string; with the call's `warnings`.
+parallel_reply <- function(reply, tag) {
   failure <- function(message)
     structure(message, class = c("snow-try-error", "try-error"))
   if (!is.null(reply$lost)) {
@@ -205,16 +201,24 @@ keep_reply <- function(handle, node, reply, tag) {
     output <- if (nzchar(lost$output)) paste0("\nIts last output:\n", lost$output) else ""
     value <- failure(sprintf("worker %d (pid %d) %s; it is replaced at the next call%s",
                              lost$worker, lost$pid, lost$how, output))
-    message <- list(type = "VALUE", value = value, success = FALSE, time = 0, tag = tag)
-    warnings <- NULL
-  } else {
-    error <- reply[[4L]]
-    value <- if (is.null(error)) reply[[3L]][[1L]] else failure(error$message)
-    message <- list(type = "VALUE", value = value, success = is.null(error),
-                    time = reply[[5L]], tag = tag)
-    warnings <- reply[[6L]]
+    return(list(message = list(type = "VALUE", value = value, success = FALSE, time = 0, tag = tag)))
   }
-  node$replies <- c(node$replies, list(list(message = message, warnings = warnings)))
+  error <- reply[[4L]]
+  value <- if (is.null(error)) reply[[3L]][[1L]] else failure(error$message)
+  list(message = list(type = "VALUE", value = value, success = is.null(error),
+                      time = reply[[5L]], tag = tag),
+       warnings = reply[[6L]])
+}
+
+deliver <- function(reply) {
+  resignal_warnings(reply$warnings)
+  reply$message
+}
+
+# A reply read before parallel asks for it; the node's connection polls
+# as ready until it is taken.
+keep_reply <- function(handle, node, reply) {
+  node$replies <- c(node$replies, list(reply))
   pool_node_mirror(handle, node$slot, -1L, TRUE)
 }
 
@@ -223,6 +227,5 @@ take_reply <- function(node) {
   node$replies <- node$replies[-1L]
   if (!length(node$replies) && pool_exists() && identical(node$handle, .bgpool$pool))
     pool_node_mirror(node$handle, node$slot, -1L, FALSE)
-  resignal_warnings(reply$warnings)
-  reply$message
+  deliver(reply)
 }
