@@ -2,7 +2,9 @@
 
 # The session's one pool: `pool` (the native handle), `size`, `exports`
 # (what pool_export() sent since init_pool(), replayed to any worker that
-# replaces a dead one) and `segments` (the shared memory of large exports).
+# replaces a dead one), `segments` (the shared memory of large exports),
+# `lib_paths` (the library paths the workers were given) and `cluster`
+# (pool_cluster()'s object, once asked for).
 .bgpool <- new.env(parent = emptyenv())
 
 #' Create, reset or delete the background pool
