@@ -3,7 +3,7 @@
 # are root (seconds), otherwise from R's configured repositories.
 # Usage: Rscript .ci/deps.R [package ...]
 wanted <- commandArgs(trailingOnly = TRUE)
-if (!length(wanted)) wanted <- c("Rcpp", "testthat", "withr", "R6", "callr", "processx")
+if (!length(wanted)) wanted <- c("Rcpp", "cli", "testthat", "withr", "R6", "callr", "processx")
 missing <- function() wanted[!vapply(wanted, requireNamespace, NA, quietly = TRUE)]
 
 todo <- missing()

@@ -17,12 +17,16 @@ pool_prepare <- function(xp, grace) {
     .Call(`_bgpool_pool_prepare`, xp, grace)
 }
 
-pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout) {
-    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout)
+pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout, progress) {
+    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout, progress)
 }
 
 pool_run_on_workers <- function(xp, fun, args, slots, fds) {
     .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots, fds)
+}
+
+rng_jump <- function(seed, streams) {
+    .Call(`_bgpool_rng_jump`, seed, streams)
 }
 
 shareable_bytes <- function(x) {
@@ -69,7 +73,7 @@ worker_send <- function(message, values, error, warnings) {
     .Call(`_bgpool_worker_send`, message, values, error, warnings)
 }
 
-worker_run_elements <- function(call, env, n, nforce) {
-    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce))
+worker_run_elements <- function(call, env, n, nforce, seed, index, start) {
+    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce, seed, index, start))
 }
 
