@@ -17,8 +17,8 @@ pool_prepare <- function(xp, grace) {
     .Call(`_bgpool_pool_prepare`, xp, grace)
 }
 
-pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout) {
-    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout)
+pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout, progress) {
+    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout, progress)
 }
 
 pool_run_on_workers <- function(xp, fun, args, slots, fds) {
@@ -47,6 +47,10 @@ pool_node_mirror <- function(xp, slot, fd, ready) {
 
 pool_open_fds <- function() {
     .Call(`_bgpool_pool_open_fds`)
+}
+
+rng_jump <- function(seed, streams) {
+    .Call(`_bgpool_rng_jump`, seed, streams)
 }
 
 shareable_bytes <- function(x) {
@@ -93,7 +97,7 @@ worker_send <- function(message, values, error, warnings) {
     .Call(`_bgpool_worker_send`, message, values, error, warnings)
 }
 
-worker_run_elements <- function(call, env, n, nforce) {
-    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce))
+worker_run_elements <- function(call, env, n, nforce, seed, index, start) {
+    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce, seed, index, start))
 }
 

@@ -36,6 +36,19 @@
 #'   task still running then has its worker stopped (and replaced), and the
 #'   call fails with an error of class `bgpool_task_timeout`. With a limit,
 #'   elements are sent one at a time.
+#' @param .progress Whether to show a progress bar (cli's) that counts the
+#'   elements as they finish: `TRUE`, `FALSE`, or `NULL` for one in
+#'   interactive sessions except while knitting. As cli does, a bar shows
+#'   only once the call has run for two seconds (option
+#'   `cli.progress_show_after`).
+#' @param .seed `NULL` to leave random numbers alone, or a seed (`TRUE`
+#'   takes one from the session's random numbers) for results that do not
+#'   depend on the pool's size or scheduling: the task of element `i` runs
+#'   with its own L'Ecuyer-CMRG stream, stream 1 being the `.Random.seed`
+#'   that `set.seed(.seed, kind = "L'Ecuyer-CMRG")` gives and stream `i + 1`
+#'   [parallel::nextRNGStream()] of stream `i`. The session's own random
+#'   number state is left as it was (except for drawing a seed for `TRUE`),
+#'   and so is each worker's once the call is over.
 #' @return A list (or, simplified, a vector or array) of the results.
 #' @examples
 #' init_pool(2)
@@ -45,23 +58,29 @@
 #' pool_lapply(1:3, function(i, power) i^power, power = 2)
 #' pool_map(function(src, dest) paste(src, "->", dest),
 #'          src = c("a.txt", "b.txt"), dest = c("x/a.txt", "x/b.txt"))
+#' # the same random numbers whatever the pool's size
+#' pool_sapply(1:4, function(i) runif(1), .seed = 42)
 #' delete_pool()
 #' @export
 pool_lapply <- function(X, fun, ..., chunk.size = NULL,
                         .retry = getOption("bgpool.retry", 0),
-                        .timeout = getOption("bgpool.timeout", Inf)) {
+                        .timeout = getOption("bgpool.timeout", Inf),
+                        .progress = getOption("bgpool.progress", NULL),
+                        .seed = getOption("bgpool.seed", NULL)) {
   lapply_on_pool("pool_lapply()", X, match_function(fun, "fun", "pool_lapply()", parent.frame()),
-                 list(...), chunk.size, .retry, .timeout)
+                 list(...), chunk.size, .retry, .timeout, .progress, .seed)
 }
 
 #' @rdname pool_lapply
 #' @export
 pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.size = NULL,
                         .retry = getOption("bgpool.retry", 0),
-                        .timeout = getOption("bgpool.timeout", Inf)) {
+                        .timeout = getOption("bgpool.timeout", Inf),
+                        .progress = getOption("bgpool.progress", NULL),
+                        .seed = getOption("bgpool.seed", NULL)) {
   FUN <- match_function(FUN, "FUN", "pool_sapply()", parent.frame())
   answer <- lapply_on_pool("pool_sapply()", as.list(X), FUN, list(...), chunk.size,
-                           .retry, .timeout)
+                           .retry, .timeout, .progress, .seed)
   if (USE.NAMES && is.character(X) && is.null(names(answer)))
     names(answer) <- X
   if (!isFALSE(simplify))
@@ -73,7 +92,9 @@ pool_sapply <- function(X, FUN, ..., simplify = TRUE, USE.NAMES = TRUE, chunk.si
 #' @export
 pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE, USE.NAMES = TRUE,
                      .retry = getOption("bgpool.retry", 0),
-                     .timeout = getOption("bgpool.timeout", Inf)) {
+                     .timeout = getOption("bgpool.timeout", Inf),
+                     .progress = getOption("bgpool.progress", NULL),
+                     .seed = getOption("bgpool.seed", NULL)) {
   caller <- "pool_map()"
   handle <- live_pool(caller)
   fun <- match_function(fun, "fun", caller, parent.frame())
@@ -96,14 +117,14 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
   job <- list(kind = "map", fun = fun, extra = as.list(MoreArgs),
               arity = length(args), names = names(args))
   answer <- run_elements(caller, handle, job, lapply(args, as_elements), TRUE, vlen, 0, labels,
-                         .retry, .timeout)
+                         .retry, .timeout, .progress, .seed)
   names(answer) <- labels
   if (!isFALSE(SIMPLIFY) && length(answer))
     simplify2array(answer, higher = (SIMPLIFY == "array"))
   else answer
 }
 
-lapply_on_pool <- function(caller, X, fun, extra, chunk.size, retry, timeout) {
+lapply_on_pool <- function(caller, X, fun, extra, chunk.size, retry, timeout, progress, seed) {
   handle <- live_pool(caller)
   chunk_size <- check_chunk_size(chunk.size, caller)
   # as lapply() does: X[[i]] of anything else is taken from as.list(X)
@@ -111,7 +132,7 @@ lapply_on_pool <- function(caller, X, fun, extra, chunk.size, retry, timeout) {
     X <- as.list(X)
   job <- list(kind = "lapply", fun = fun, extra = extra)
   answer <- run_elements(caller, handle, job, X, FALSE, length(X), chunk_size, names(X),
-                         retry, timeout)
+                         retry, timeout, progress, seed)
   names(answer) <- names(X)
   answer
 }

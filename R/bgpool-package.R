@@ -10,4 +10,5 @@
 #' @keywords internal
 #' @useDynLib bgpool, .registration = TRUE
 #' @importFrom Rcpp evalCpp
+#' @importFrom cli cli_progress_bar cli_progress_update
 "_PACKAGE"

@@ -20,6 +20,14 @@
 #' @param ... Worker options, as AzureRMR passed to `parallel::makeCluster()`.
 #'   `rscript_args` (extra arguments for Rscript) is honoured; other options
 #'   are ignored with a warning.
+#' @param seed `NULL`, or a seed (`TRUE` takes one from the session's random
+#'   numbers) that gives each worker its own L'Ecuyer-CMRG random number
+#'   stream, as [parallel::clusterSetRNGStream()] does: worker 1 the
+#'   `.Random.seed` of `set.seed(seed, kind = "L'Ecuyer-CMRG")`, worker
+#'   `j + 1` [parallel::nextRNGStream()] of worker `j`'s. The session's own
+#'   random number state is left as it was. For results that do not depend
+#'   on which worker runs which task, use the `.seed` argument of
+#'   [pool_lapply()] instead.
 #' @return `init_pool()` and `delete_pool()` return `NULL` invisibly;
 #'   `pool_exists()` a logical; `pool_size()` the number of workers (`0L`
 #'   when there is no pool).
@@ -30,10 +38,11 @@
 #' delete_pool()
 #' pool_exists()
 #' @export
-init_pool <- function(size = 10, restart = FALSE, ...) {
+init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
   size <- check_size(size)
   if (!is.logical(restart) || length(restart) != 1L || is.na(restart))
     abort("init_pool(): `restart` must be TRUE or FALSE", "bgpool_bad_argument")
+  seed <- seed_stream(seed, "init_pool()", "seed")
   options <- worker_options(...)
   if (restart || !pool_exists() || pool_size() < size) {
     delete_pool()
@@ -44,6 +53,7 @@ init_pool <- function(size = 10, restart = FALSE, ...) {
     live_pool("init_pool()")  # a worker that died is replaced first
     on_workers("init_pool()", worker_reset, list(getwd(), .libPaths()), seq_len(pool_size()))
   }
+  if (!is.null(seed)) seed_workers("init_pool()", seed)
   invisible(NULL)
 }
 

@@ -9,27 +9,49 @@
 # the elements it was running.
 
 run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, labels,
-                         retry, timeout) {
+                         retry, timeout, progress, seed) {
   retry <- check_retry(retry, caller)
   timeout <- check_timeout(timeout, caller)
-  timed <- is.finite(timeout)
+  progress <- check_progress(progress, caller)
+  job$seed <- seed_stream(seed, caller, ".seed")
   # a time limit applies to each task, so each task travels alone
-  if (timed) chunk_size <- 1
-  result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size,
-                              if (timed) timeout else 0)
-  # Re-run on fresh workers what a lost worker did not finish (not a task
-  # that ran past its time limit: it would again).
+  if (is.finite(timeout)) chunk_size <- 1
+  result <- run_attempts(caller, handle, job, inputs, is_map, n, chunk_size, retry, timeout,
+                         progress)
+  check_result(caller, result, n, labels)
+}
+
+# Runs the elements, then re-runs on fresh workers what a lost worker did
+# not finish (not a task that ran past its time limit: it would again),
+# `retry` times at most. With `progress`, one progress bar follows all
+# attempts; cli removes it when this function exits, so it is gone before
+# any error about the outcome is shown.
+run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, retry, timeout,
+                         progress) {
+  limit <- if (is.finite(timeout)) timeout else 0
+  done_before <- 0  # elements done by earlier attempts
+  update <- NULL
+  if (progress && n > 0) {
+    bar <- cli_progress_bar(
+      name = caller, total = n, auto_terminate = FALSE,
+      format = "{cli::pb_name}{cli::pb_bar} {cli::pb_current}/{cli::pb_total} | ETA: {cli::pb_eta}")
+    update <- function(done) cli_progress_update(set = done_before + done, id = bar)
+  }
+  result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size, limit, update)
   while (!is.null(result$lost) && retry > 0) {
     redo <- which(!result$done)
     if (isTRUE(result$lost$timed_out)) redo <- setdiff(redo, result$lost$tasks[1L])
     if (!length(redo)) break
     retry <- retry - 1
     handle <- live_pool(caller)
+    # seeded tasks run with the streams of their original positions
+    job$index <- as.double(redo)
+    done_before <- sum(result$done)
     again <- pool_run_elements(handle, job, take_elements(inputs, redo, is_map), is_map,
-                               length(redo), chunk_size, if (timed) timeout else 0)
+                               length(redo), chunk_size, limit, update)
     result <- merge_results(result, again, redo)
   }
-  check_result(caller, result, n, labels)
+  result
 }
 
 on_workers <- function(caller, fun, args, slots, fds = integer()) {
@@ -104,6 +126,17 @@ check_retry <- function(retry, caller) {
   if (!is.numeric(retry) || length(retry) != 1L || is.na(retry) || retry < 0)
     abort(sprintf("%s: `.retry` must be a whole number, 0 or more", caller), "bgpool_bad_argument")
   floor(retry)
+}
+
+# Whether to show a progress bar: NULL decides (in interactive sessions,
+# but not while knitting), TRUE and FALSE force it.
+check_progress <- function(progress, caller) {
+  if (is.null(progress))
+    return(interactive() && !isTRUE(getOption("knitr.in.progress")))
+  if (!is.logical(progress) || length(progress) != 1L || is.na(progress))
+    abort(sprintf("%s: `.progress` must be NULL (a progress bar in interactive sessions), TRUE or FALSE", caller),
+          "bgpool_bad_argument")
+  progress
 }
 
 check_timeout <- function(timeout, caller) {

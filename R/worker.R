@@ -4,7 +4,9 @@
 # runs what it is sent until the master goes away.
 # Messages (built in src/scheduler.cpp):
 #   list(1L, call_id, start, inputs, job)  a chunk of elements; `job`
-#       (function and fixed arguments) comes with a call's first chunk only
+#       (function, fixed arguments, and for seeded calls the first random
+#       number stream `seed` and, in a re-run of some elements, their
+#       original `index`) comes with a call's first chunk only
 #   list(2L, call_id, fun, args)           do.call(fun, args) once
 # Each gets the reply list(call_id, start, values, error, elapsed, warnings)
 # (built in src/worker.cpp). A task's warnings travel back to be signalled
@@ -49,7 +51,7 @@ serve <- function(state) {
       error <- cancelled(1L)
     } else if (message[[1L]] == 1L) {
       if (!is.null(message[[5L]])) state$job <- prepare_job(message[[5L]])
-      values <- run_chunk(state, message[[4L]])
+      values <- run_chunk(state, message[[4L]], message[[3L]])
       error <- NULL
     } else {
       values <- list(do.call(message[[3L]], message[[4L]], quote = TRUE))
@@ -65,21 +67,29 @@ serve <- function(state) {
 # do.call(quote = TRUE) does. `nforce` element arguments are forced first.
 prepare_job <- function(job) {
   extra <- lapply(job$extra, enquote)
-  if (job$kind == "lapply")
-    return(list(is_map = FALSE, nforce = 1L,
-                call = as.call(c(list(job$fun, quote(inputs[[k]])), extra))))
-  args <- lapply(seq_len(job$arity), function(j) bquote(inputs[[.(j)]][[k]]))
-  names(args) <- job$names
-  list(is_map = TRUE, nforce = job$arity, call = as.call(c(list(job$fun), args, extra)))
+  prepared <- if (job$kind == "lapply") {
+    list(is_map = FALSE, nforce = 1L, call = as.call(c(list(job$fun, quote(inputs[[k]])), extra)))
+  } else {
+    args <- lapply(seq_len(job$arity), function(j) bquote(inputs[[.(j)]][[k]]))
+    names(args) <- job$names
+    list(is_map = TRUE, nforce = job$arity, call = as.call(c(list(job$fun), args, extra)))
+  }
+  c(prepared, list(seed = job$seed, index = job$index))
 }
 
-run_chunk <- function(state, inputs) {
+# `start`: how many elements of the call come before the chunk.
+run_chunk <- function(state, inputs, start) {
   job <- state$job
   env <- new.env(parent = baseenv())
   env$inputs <- inputs
   state$env <- env
+  # Seeded tasks use their own streams; the worker's own comes back after.
+  if (!is.null(job$seed)) {
+    saved <- rng_state()
+    on.exit(restore_rng(saved))
+  }
   worker_run_elements(job$call, env, if (job$is_map) length(inputs[[1L]]) else length(inputs),
-                      job$nforce)
+                      job$nforce, job$seed, job$index, start)
   env$values
 }
 

@@ -56,8 +56,8 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_run_elements
-SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size, double timeout);
-RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP, SEXP timeoutSEXP) {
+SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size, double timeout, SEXP progress);
+RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP, SEXP timeoutSEXP, SEXP progressSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
@@ -67,7 +67,8 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< double >::type n(nSEXP);
     Rcpp::traits::input_parameter< double >::type chunk_size(chunk_sizeSEXP);
     Rcpp::traits::input_parameter< double >::type timeout(timeoutSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size, timeout));
+    Rcpp::traits::input_parameter< SEXP >::type progress(progressSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size, timeout, progress));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -149,6 +150,17 @@ RcppExport SEXP _bgpool_pool_open_fds() {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     rcpp_result_gen = Rcpp::wrap(pool_open_fds());
+    return rcpp_result_gen;
+END_RCPP
+}
+// rng_jump
+SEXP rng_jump(SEXP seed, double streams);
+RcppExport SEXP _bgpool_rng_jump(SEXP seedSEXP, SEXP streamsSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type seed(seedSEXP);
+    Rcpp::traits::input_parameter< double >::type streams(streamsSEXP);
+    rcpp_result_gen = Rcpp::wrap(rng_jump(seed, streams));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -263,14 +275,17 @@ BEGIN_RCPP
 END_RCPP
 }
 // worker_run_elements
-void worker_run_elements(SEXP call, SEXP env, int n, int nforce);
-RcppExport SEXP _bgpool_worker_run_elements(SEXP callSEXP, SEXP envSEXP, SEXP nSEXP, SEXP nforceSEXP) {
+void worker_run_elements(SEXP call, SEXP env, int n, int nforce, SEXP seed, SEXP index, double start);
+RcppExport SEXP _bgpool_worker_run_elements(SEXP callSEXP, SEXP envSEXP, SEXP nSEXP, SEXP nforceSEXP, SEXP seedSEXP, SEXP indexSEXP, SEXP startSEXP) {
 BEGIN_RCPP
     Rcpp::traits::input_parameter< SEXP >::type call(callSEXP);
     Rcpp::traits::input_parameter< SEXP >::type env(envSEXP);
     Rcpp::traits::input_parameter< int >::type n(nSEXP);
     Rcpp::traits::input_parameter< int >::type nforce(nforceSEXP);
-    worker_run_elements(call, env, n, nforce);
+    Rcpp::traits::input_parameter< SEXP >::type seed(seedSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type index(indexSEXP);
+    Rcpp::traits::input_parameter< double >::type start(startSEXP);
+    worker_run_elements(call, env, n, nforce, seed, index, start);
     return R_NilValue;
 END_RCPP
 }
@@ -280,7 +295,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
     {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
-    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 7},
+    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 8},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 5},
     {"_bgpool_pool_node_send", (DL_FUNC) &_bgpool_pool_node_send, 4},
     {"_bgpool_pool_node_wait", (DL_FUNC) &_bgpool_pool_node_wait, 3},
@@ -288,6 +303,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_node_cancel", (DL_FUNC) &_bgpool_pool_node_cancel, 2},
     {"_bgpool_pool_node_mirror", (DL_FUNC) &_bgpool_pool_node_mirror, 4},
     {"_bgpool_pool_open_fds", (DL_FUNC) &_bgpool_pool_open_fds, 0},
+    {"_bgpool_rng_jump", (DL_FUNC) &_bgpool_rng_jump, 2},
     {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
     {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
     {"_bgpool_shared_segment", (DL_FUNC) &_bgpool_shared_segment, 1},
@@ -299,7 +315,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_worker_take_fd", (DL_FUNC) &_bgpool_worker_take_fd, 0},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
-    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 4},
+    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 7},
     {NULL, NULL, 0}
 };
 

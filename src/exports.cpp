@@ -88,11 +88,11 @@ std::vector<int> pool_prepare(SEXP xp, double grace) {
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
-                       double chunk_size, double timeout) {
+                       double chunk_size, double timeout, SEXP progress) {
   Pool& pool = get_pool(xp);
   return interruptible([&] {
     return bgpool::run_elements(pool, job, inputs, is_map, static_cast<R_xlen_t>(n),
-                                static_cast<R_xlen_t>(chunk_size), timeout);
+                                static_cast<R_xlen_t>(chunk_size), timeout, progress);
   });
 }
 

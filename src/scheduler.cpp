@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kDepth = 2;
 constexpr double kTargetChunkSeconds = 0.002;
+constexpr double kProgressSeconds = 0.1;
 
 // Copies x[from + i] (recycling x when shorter) for i < len into a new
 // vector of x's type, without attributes: only elements travel.
@@ -76,11 +77,34 @@ SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
   return out;
 }
 
+// Tells an R function (or nobody, for NULL) how many elements are done, at
+// most every kProgressSeconds unless the report is final: a progress bar
+// must not cost tiny tasks a call into R per chunk.
+class Progress {
+ public:
+  explicit Progress(SEXP callback) : callback_(callback) {}
+
+  void report(double done, bool final = false) {
+    if (callback_ == R_NilValue) return;
+    double now = monotonic_seconds();
+    if (!final && now - last_ < kProgressSeconds) return;
+    last_ = now;
+    // Rcpp::Function evaluates under unwind protection: an R error or an
+    // interrupt in the callback unwinds through the call's destructors.
+    Rcpp::Function callback(callback_);
+    callback(done);
+  }
+
+ private:
+  SEXP callback_;
+  double last_ = monotonic_seconds();
+};
+
 // State of one call: results in input order, failures, and bookkeeping.
 class Gather {
  public:
-  Gather(Pool& pool, R_xlen_t n, double timeout)
-      : pool_(pool), values_(n), done_(n), timeout_(timeout) {
+  Gather(Pool& pool, R_xlen_t n, double timeout, SEXP progress = R_NilValue)
+      : pool_(pool), values_(n), done_(n), timeout_(timeout), progress_(progress) {
     std::fill(done_.begin(), done_.end(), FALSE);
     call_id_ = pool.next_call_id();
   }
@@ -143,9 +167,12 @@ class Gather {
         return;
       }
       store(range, reply, requeue);
+      progress_.report(finished_);
     }
     w.busy_since = monotonic_seconds();
   }
+
+  void final_progress() { progress_.report(finished_, true); }
 
   SEXP result() {
     Rcpp::List errors(errors_.begin(), errors_.end());
@@ -221,6 +248,7 @@ class Gather {
       }
     }
     double ran = static_cast<double>(finished + (error != R_NilValue));
+    finished_ += ran;
     if (ran > 0) estimate_ = Rcpp::as<double>(reply[kReplyElapsed]) / ran;
   }
 
@@ -256,7 +284,9 @@ class Gather {
   std::vector<Rcpp::RObject> errors_, warnings_;
   Rcpp::RObject lost_;
   double estimate_ = -1;
+  double finished_ = 0;  // elements done: finished or failed
   InterruptCheck check_interrupt_;
+  Progress progress_;
 };
 
 // Until the first chunk comes back, the tasks' duration is unknown: the
@@ -292,8 +322,8 @@ double total(const std::deque<Range>& pending) {
 }  // namespace
 
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
-                  R_xlen_t chunk_size, double timeout) {
-  Gather gather(pool, n, timeout);
+                  R_xlen_t chunk_size, double timeout, SEXP progress) {
+  Gather gather(pool, n, timeout, progress);
   std::deque<Range> pending;
   if (n > 0) pending.push_back({0, static_cast<double>(n)});
   int workers = pool.size();
@@ -327,6 +357,7 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
     if (gather.lost() || (pending.empty() && !gather.awaiting_replies())) break;
     gather.receive(pending);
   }
+  gather.final_progress();
   return gather.result();
 }
 

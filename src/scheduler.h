@@ -36,11 +36,13 @@ class InterruptCheck {
 // consecutive elements per message, each chunk to whichever worker is free.
 // `inputs` is the element vector (lapply) or a list of vectors recycled to
 // n (map). `chunk_size` 0 sizes chunks adaptively. A task running longer
-// than `timeout` seconds (if > 0) has its worker stopped. Returns the list
-// described in R/run.R: values in input order, failures, warnings, and the
-// worker lost (if any), with every finished result kept.
+// than `timeout` seconds (if > 0) has its worker stopped. `progress`, an R
+// function or NULL, is called with the number of elements done as results
+// arrive (at most every kProgressSeconds) and once at the end. Returns the
+// list described in R/run.R: values in input order, failures, warnings,
+// and the worker lost (if any), with every finished result kept.
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
-                  R_xlen_t chunk_size, double timeout);
+                  R_xlen_t chunk_size, double timeout, SEXP progress);
 
 // Calls fun with args once on each of the workers in `slots`, passing each
 // the file descriptors `fds` (shared segments) with the message.

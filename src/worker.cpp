@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "platform.h"
 #include "pool.h"
+#include "rng.h"
 #include "serialize.h"
 
 // R's flag for a pending user interrupt, acted on at R's next check.
@@ -149,16 +150,27 @@ bool worker_send(SEXP message, SEXP values, SEXP error, SEXP warnings) {
 // function that keeps its argument unevaluated still sees its own element.
 // If a task fails, R jumps out to the caller's tryCatch(), and `k` and
 // `values` in `env` tell how far the chunk got.
+// With a `seed` (an L'Ecuyer-CMRG .Random.seed), the task of element i of
+// the call (1-based: `start` + k, or `index`[`start` + k] in a re-run of
+// some elements) runs with stream i of `seed`, the first being `seed`.
 // [[Rcpp::export(rng = false)]]
-void worker_run_elements(SEXP call, SEXP env, int n, int nforce) {
+void worker_run_elements(SEXP call, SEXP env, int n, int nforce, SEXP seed, SEXP index,
+                         double start) {
   SEXP k = PROTECT(Rf_ScalarInteger(0));
   SEXP values = PROTECT(Rf_allocVector(VECSXP, n));
   Rf_defineVar(Rf_install("k"), k, env);
   Rf_defineVar(Rf_install("values"), values, env);
   UNPROTECT(2);
+  std::unique_ptr<bgpool::TaskStreams> streams;
+  if (seed != R_NilValue) streams = std::make_unique<bgpool::TaskStreams>(seed);
+  R_xlen_t first = static_cast<R_xlen_t>(start);
   Rcpp::unwindProtect([&] {
     for (int i = 0; i < n; ++i) {
       INTEGER(k)[0] = i + 1;
+      if (streams) {
+        double element = index == R_NilValue ? first + i + 1 : REAL(index)[first + i];
+        streams->enter(static_cast<uint64_t>(element) - 1);
+      }
       SEXP value = R_forceAndCall(call, nforce, env);
       if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
     }
