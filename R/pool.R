@@ -27,7 +27,8 @@
 #'   * `rscript_envs`: environment variables for the workers, as in
 #'     parallelly: named elements set variables (`c(MY_VAR = "1")`),
 #'     unnamed ones name variables of the master to pass on (workers
-#'     inherit the master's environment anyway).
+#'     inherit the master's environment anyway). Unsetting one with `NA`
+#'     is not supported.
 #'   * `outfile`: where the workers' standard output and error go. By
 #'     default a log file per worker in the pool's directory, whose last
 #'     lines [pool_output()] and errors about a worker that died show. A
@@ -193,10 +194,13 @@ check_rscript <- function(rscript) {
 # "NAME=value" strings; unnamed elements take the master's value.
 check_envs <- function(envs) {
   if (!length(envs)) return(character())
-  if (!is.character(envs) || anyNA(envs))
-    bad_option("rscript_envs", "a character vector, such as c(MY_VAR = \"value\")")
   nms <- names(envs)
   if (is.null(nms)) nms <- rep("", length(envs))
+  if (is.atomic(envs) && anyNA(envs))
+    abort(sprintf("init_pool(): option `rscript_envs` cannot unset variables (NA for %s); workers inherit the master's environment, so unset it there with Sys.unsetenv()",
+                  nms[is.na(envs)][1L]), "bgpool_bad_argument")
+  if (!is.character(envs))
+    bad_option("rscript_envs", "a character vector, such as c(MY_VAR = \"value\")")
   pass_on <- !nzchar(nms)
   nms[pass_on] <- envs[pass_on]
   envs[pass_on] <- Sys.getenv(envs[pass_on], NA_character_, names = FALSE)

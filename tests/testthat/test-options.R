@@ -61,6 +61,8 @@ test_that("rscript_envs sets environment variables on the workers", {
   local_pool_with(2, rscript_envs = c(BGPOOL_SET_HERE = "a value", "BGPOOL_PASSED_ON"))
   expect_identical(pool_evalq(Sys.getenv("BGPOOL_SET_HERE")), rep(list("a value"), 2L))
   expect_identical(pool_evalq(Sys.getenv("BGPOOL_PASSED_ON")), rep(list("from the master"), 2L))
+  expect_error(init_pool(1, restart = TRUE, rscript_envs = c(BGPOOL_UNSET = NA)),
+               "cannot unset variables (NA for BGPOOL_UNSET)", fixed = TRUE, class = "bgpool_bad_argument")
 })
 
 test_that("outfile collects what every worker prints in one file", {
