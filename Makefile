@@ -2,14 +2,20 @@
 # make test   install what is missing, then run the whole test suite
 # make bench  the benchmarks against parallel (and mirai when installed)
 # make bench-azure  AzureStor transfers against Azurite: sequential, AzureRMR's pool, bgpool
+# make check  R CMD build, then R CMD check --as-cran on the tarball, in a temporary directory
 # make document  regenerate RcppExports, NAMESPACE and man/ (developers)
 
 LIB := $(CURDIR)/.lib
 export R_LIBS := $(LIB)
 # keep test runs within the machine's two cores, as R CMD check does
-export _R_CHECK_LIMIT_CORES_ ?= TRUE
+test check: export _R_CHECK_LIMIT_CORES_ ?= TRUE
+# the manual needs LaTeX
+MANUAL := $(if $(shell command -v pdflatex),,--no-manual)
+# the Azure tests run inside the check against Azurite where it is installed
+AZURITE := $(CURDIR)/tests/azurite
+check: export BGPOOL_AZURITE_DIR ?= $(if $(wildcard $(AZURITE)/node_modules/.bin/azurite-blob),$(AZURITE))
 
-.PHONY: deps install demo test bench bench-azure document
+.PHONY: deps install demo test check bench bench-azure document
 
 deps:
 	@Rscript .ci/deps.R
@@ -27,6 +33,16 @@ demo: install
 test: install
 	@bash .ci/azure-deps.sh
 	@Rscript .ci/test.R
+
+# The results stay in the temporary directory when the check fails or warns.
+check: deps
+	@dir=$$(mktemp -d -t bgpool-check-XXXXXX) && cd $$dir || exit 1; \
+	  R CMD build $(CURDIR) > build.log 2>&1 || { cat build.log; exit 1; }; \
+	  R CMD check --as-cran $(MANUAL) bgpool_*.tar.gz; \
+	  echo "Tests:"; awk '/^\[ FAIL/ { p = 1 } /^>/ { p = 0 } p' bgpool.Rcheck/tests/testthat.Rout*; \
+	  if grep -q '^Status:.*\(ERROR\|WARNING\)' bgpool.Rcheck/00check.log; then \
+	    echo "check results in $$dir/bgpool.Rcheck"; exit 1; fi; \
+	  rm -rf $$dir
 
 bench: install
 	@Rscript inst/bench/bench.R $(ARGS)

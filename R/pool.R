@@ -15,11 +15,45 @@
 #' environment is emptied, while the worker processes stay the same.
 #' `delete_pool()` stops all workers and removes their sockets and files.
 #'
-#' @param size The number of background R processes.
+#' @param size The number of background R processes. Under `R CMD check`
+#'   (when the environment variable `_R_CHECK_LIMIT_CORES_` is set and not
+#'   `"false"`) at most 2, with a message, as the check allows 2 cores.
 #' @param restart Whether to delete an existing pool and start afresh.
-#' @param ... Worker options, as AzureRMR passed to `parallel::makeCluster()`.
-#'   `rscript_args` (extra arguments for Rscript) is honoured; other options
-#'   are ignored with a warning.
+#' @param ... Worker options, by name, as AzureRMR passed them to
+#'   `parallel::makeCluster()` for a PSOCK cluster. They take effect when a
+#'   pool is created (not when an existing one is reset), and workers that
+#'   replace dead ones get them too.
+#'   * `rscript`: the Rscript program that starts the workers (default: the
+#'     running R's own). It must find bgpool in the master's library paths.
+#'   * `rscript_args`: further arguments for it, such as `"--no-environ"`.
+#'   * `rscript_envs`: environment variables for the workers, as in
+#'     parallelly: named elements set variables (`c(MY_VAR = "1")`),
+#'     unnamed ones name variables of the master to pass on (workers
+#'     inherit the master's environment anyway). Unsetting one with `NA`
+#'     is not supported.
+#'   * `outfile`: where the workers' standard output and error go. By
+#'     default a log file per worker in the pool's directory, whose last
+#'     lines [pool_output()] and errors about a worker that died show. A
+#'     file path: all workers append to that file, which outlives the pool
+#'     (what several print at once may interleave); `pool_output()` and
+#'     those errors show its last lines, which may come from any worker. `"/dev/null"` (parallel's default) discards the
+#'     output. `""`: the master process's own standard output and error, as
+#'     for a PSOCK cluster: the terminal R runs in, which R's console in
+#'     RStudio or a knitted document does not show; there is then nothing
+#'     for `pool_output()` and those errors to show.
+#'   * `methods`: whether the workers attach the methods package (default
+#'     `TRUE`).
+#'   * `renice`: how much to lower the workers' priority, as `nice` does:
+#'     their niceness is the master's plus this (see [tools::psnice()]); a
+#'     negative value needs privileges. Default `NA`: no change.
+#'   * `setup_timeout`: seconds to wait for the workers to start (default
+#'     `getOption("bgpool.start_timeout", 60)`), also when replacing one.
+#'
+#'   These PSOCK options are accepted and have no effect, because bgpool's
+#'   workers are local processes forked by the pool: `type`, `master`,
+#'   `port`, `timeout`, `setup_strategy`, `homogeneous`, `useXDR`,
+#'   `manual`, `rshcmd` and `user`. Any other option is ignored with a
+#'   warning.
 #' @param seed `NULL`, or a seed (`TRUE` takes one from the session's random
 #'   numbers) that gives each worker its own L'Ecuyer-CMRG random number
 #'   stream, as [parallel::clusterSetRNGStream()] does: worker 1 the
@@ -37,6 +71,14 @@
 #' pool_evalq(Sys.getpid())
 #' delete_pool()
 #' pool_exists()
+#'
+#' # low-priority workers whose output goes to one file
+#' log <- tempfile(fileext = ".log")
+#' init_pool(2, renice = 10, outfile = log)
+#' invisible(pool_lapply(1:2, function(i) cat(sprintf("task %d\n", i))))
+#' readLines(log)
+#' delete_pool()
+#' unlink(log)
 #' @export
 init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
   size <- check_size(size)
@@ -44,6 +86,7 @@ init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
     abort("init_pool(): `restart` must be TRUE or FALSE", "bgpool_bad_argument")
   seed <- seed_stream(seed, "init_pool()", "seed")
   options <- worker_options(...)
+  size <- limit_cores(size)
   if (restart || !pool_exists() || pool_size() < size) {
     delete_pool()
     message("Creating background pool")
@@ -88,32 +131,140 @@ check_size <- function(size) {
   as.integer(size)
 }
 
+# R CMD check allows a package 2 cores, and sets _R_CHECK_LIMIT_CORES_ to
+# say so.
+limit_cores <- function(size) {
+  limit <- Sys.getenv("_R_CHECK_LIMIT_CORES_", "")
+  if (size <= 2L || !nzchar(limit) || tolower(limit) == "false")
+    return(size)
+  message(sprintf("init_pool(): starting 2 workers, not %d, as _R_CHECK_LIMIT_CORES_ is set (R CMD check allows 2 cores)",
+                  size))
+  2L
+}
+
+# PSOCK options that concern remote or socket workers, which bgpool has not.
+no_effect_options <- c("type", "master", "port", "timeout", "setup_strategy", "homogeneous",
+                       "useXDR", "manual", "rshcmd", "user")
+
+# The worker options of init_pool(...), checked, with their defaults.
 worker_options <- function(...) {
-  options <- list(...)
-  unknown <- setdiff(names(options), "rscript_args")
-  if (length(options) && (is.null(names(options)) || any(!nzchar(names(options)))))
+  given <- list(...)
+  if (length(given) && (is.null(names(given)) || any(!nzchar(names(given)))))
     abort("init_pool(): worker options in `...` must be named, e.g. rscript_args = \"--vanilla\"",
           "bgpool_bad_argument")
+  twice <- unique(names(given)[duplicated(names(given))])
+  if (length(twice))
+    abort(sprintf("init_pool(): option `%s` is given more than once; give it once", twice[1L]),
+          "bgpool_bad_argument")
+  options <- list(rscript = file.path(R.home("bin"), "Rscript"), rscript_args = character(),
+                  rscript_envs = character(), outfile = NULL, methods = TRUE,
+                  renice = NA_integer_, setup_timeout = getOption("bgpool.start_timeout", 60))
+  unknown <- setdiff(names(given), c(names(options), no_effect_options))
   if (length(unknown))
-    warning(sprintf("init_pool() ignores these options: %s", paste(unknown, collapse = ", ")),
+    warning(sprintf("init_pool() ignores unknown option%s %s; see ?init_pool for the options it takes",
+                    if (length(unknown) > 1L) "s" else "", paste0("`", unknown, "`", collapse = ", ")),
             call. = FALSE)
+  given <- given[intersect(names(given), names(options))]
+  options[names(given)] <- given
+  options$rscript <- check_rscript(options$rscript)
+  if (!is.character(options$rscript_args) || anyNA(options$rscript_args))
+    bad_option("rscript_args", "a character vector of arguments for Rscript")
+  options$rscript_envs <- check_envs(options$rscript_envs)
+  options$outfile <- check_outfile(options$outfile)
+  if (!is_flag(options$methods))
+    bad_option("methods", "TRUE or FALSE")
+  renice <- options$renice
+  if (length(renice) != 1L || !(is.numeric(renice) || is.na(renice)) ||
+        (!is.na(renice) && renice != round(renice)))
+    bad_option("renice", "a whole number (how much to lower the workers' priority) or NA")
+  options$renice <- as.integer(renice)
+  timeout <- options$setup_timeout
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0 ||
+        !is.finite(timeout))
+    bad_option("setup_timeout", "a positive number of seconds")
   options
+}
+
+bad_option <- function(name, what) {
+  abort(sprintf("init_pool(): option `%s` must be %s", name, what), "bgpool_bad_argument")
+}
+
+is_flag <- function(x) is.logical(x) && length(x) == 1L && !is.na(x)
+
+# The program, found on the PATH when given without a directory, as
+# parallel's shell would.
+check_rscript <- function(rscript) {
+  if (!is.character(rscript) || length(rscript) != 1L || is.na(rscript) || !nzchar(rscript))
+    bad_option("rscript", "the path of an Rscript program")
+  path <- if (grepl("/", rscript, fixed = TRUE)) path.expand(rscript) else Sys.which(rscript)
+  if (!nzchar(path) || !file.exists(path) || dir.exists(path) || file.access(path, 1L) != 0L)
+    abort(sprintf("init_pool(): option `rscript`: %s is not a program that can be run; give the path of an Rscript program, such as %s",
+                  rscript, file.path(R.home("bin"), "Rscript")), "bgpool_bad_argument")
+  unname(path)
+}
+
+# "NAME=value" strings; unnamed elements take the master's value.
+check_envs <- function(envs) {
+  if (!length(envs)) return(character())
+  nms <- names(envs)
+  if (is.null(nms)) nms <- rep("", length(envs))
+  if (is.atomic(envs) && anyNA(envs))
+    abort(sprintf("init_pool(): option `rscript_envs` cannot unset variables (NA for %s); workers inherit the master's environment, so unset it there with Sys.unsetenv()",
+                  nms[is.na(envs)][1L]), "bgpool_bad_argument")
+  if (!is.character(envs))
+    bad_option("rscript_envs", "a character vector, such as c(MY_VAR = \"value\")")
+  pass_on <- !nzchar(nms)
+  nms[pass_on] <- envs[pass_on]
+  envs[pass_on] <- Sys.getenv(envs[pass_on], NA_character_, names = FALSE)
+  keep <- !is.na(envs)  # a variable the master has not is not passed on
+  paste0(nms[keep], "=", envs[keep])
+}
+
+# NULL (a log per worker), "" (the master's output) or an absolute path.
+check_outfile <- function(outfile) {
+  if (is.null(outfile)) return(NULL)
+  if (!is.character(outfile) || length(outfile) != 1L || is.na(outfile))
+    bad_option("outfile", "a file path, or \"\" for the master's own output")
+  if (!nzchar(outfile)) return("")
+  dir <- dirname(path.expand(outfile))
+  if (!dir.exists(dir))
+    abort(sprintf("init_pool(): option `outfile`: the directory %s does not exist; create it or choose another file",
+                  dir), "bgpool_bad_argument")
+  file.path(normalizePath(dir), basename(outfile))
 }
 
 create_pool <- function(size, options) {
   remove_orphaned_dirs()
-  args <- c("--default-packages=datasets,utils,grDevices,graphics,stats,methods",
-            as.character(options$rscript_args), "-e", "bgpool:::template_main()")
+  packages <- c("datasets", "utils", "grDevices", "graphics", "stats", if (options$methods) "methods")
+  args <- c(paste0("--default-packages=", paste(packages, collapse = ",")),
+            options$rscript_args, "-e", "bgpool:::template_main()")
   # Workers inherit the environment, not library paths set at run time.
-  env <- paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep))
+  env <- c(paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)),
+           options$rscript_envs)
   handle <- tryCatch(
-    pool_create(file.path(R.home("bin"), "Rscript"), args, env,
-                getOption("bgpool.start_timeout", 60), tempdir(), size),
+    pool_create(options$rscript, args, env, options$setup_timeout, tempdir(), size,
+                options$outfile),
     error = function(e) abort(sprintf("init_pool(): could not start the workers: %s",
                                       conditionMessage(e)), "bgpool_start_failed"))
   .bgpool$pool <- handle
   .bgpool$size <- size
+  .bgpool$renice <- options$renice
   forget_exports()
+  renice_workers(seq_len(size))
+}
+
+# Lowers the workers' priority (option `renice`) as `nice` does: their
+# niceness becomes the master's plus `renice`.
+renice_workers <- function(slots) {
+  renice <- .bgpool$renice
+  if (is.null(renice) || is.na(renice)) return(invisible())
+  pids <- pool_state(.bgpool$pool)$pids[slots]
+  value <- min(19L, max(-20L, tools::psnice(Sys.getpid()) + renice))
+  tools::psnice(pids, value)
+  if (!identical(tools::psnice(pids), rep(as.integer(value), length(pids))))
+    warning(sprintf("init_pool(): could not set the workers' niceness to %d (`renice` = %d); raising their priority needs privileges",
+                    value, renice), call. = FALSE)
+  invisible()
 }
 
 forget_exports <- function() {
@@ -153,6 +304,7 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   if (!is.null(.bgpool$cluster)) collect_cluster_replies(handle, wait = drain_cluster)
   replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1))
   if (length(replaced)) {
+    renice_workers(replaced)
     on_workers(caller, worker_reset, list(getwd(), .libPaths()), replaced)
     exports <- as.list(.bgpool$exports, all.names = TRUE)
     if (length(exports))
@@ -171,7 +323,9 @@ live_pool <- function(caller, drain_cluster = TRUE) {
 #' Workers' standard output and standard error (output of `print()`, `cat()`,
 #' `message()`) go to a log file per worker, not to the console. This returns
 #' the last lines of each, for diagnostics; errors about a worker that died
-#' include its last lines too.
+#' include its last lines too. With the `outfile` option of [init_pool()],
+#' all workers write to one file, whose last lines are shown for each; with
+#' `outfile = ""` there is nothing to show.
 #'
 #' @param lines How many of the last lines to show per worker.
 #' @return A character vector, one element per worker, of class
@@ -186,7 +340,8 @@ pool_output <- function(lines = 20) {
   if (!pool_exists())
     stop(no_pool_error("pool_output()"))
   text <- vapply(pool_state(.bgpool$pool)$logs, function(path) {
-    content <- if (file.exists(path)) readLines(path, warn = FALSE) else character()
+    # a file with something in it: a terminal or a pipe (size 0) would wait
+    content <- if (isTRUE(file.size(path) > 0)) readLines(path, warn = FALSE) else character()
     paste(utils::tail(content, lines), collapse = "\n")
   }, "", USE.NAMES = FALSE)
   structure(text, class = "bgpool_output")

@@ -13,8 +13,16 @@
 # in the master; its other output goes to the worker's log (pool_output()).
 
 template_main <- function() {
+  # An R process removes its temporary directory when it ends, also one
+  # forked from the template, which would share the template's. So the
+  # template gives its own up, and each worker makes one of its own, in the
+  # pool's directory (TMPDIR), which goes with the pool.
+  unlink(tempdir(), recursive = TRUE)
   slot <- template_serve()
-  if (slot > 0) worker_main(slot)
+  if (slot > 0) {
+    tempdir(check = TRUE)
+    worker_main(slot)
+  }
   invisible(NULL)
 }
 
@@ -137,11 +145,11 @@ worker_lib_paths <- function(lib_paths) {
 # fds came with the message, in the same order).
 worker_assign <- function(values, shared = list()) {
   list2env(values, envir = .GlobalEnv)
-  for (name in names(shared)) {
-    spec <- shared[[name]]
+  mapped <- lapply(shared, function(spec) {
     value <- map_shared_vector(worker_take_fd(), spec$type, spec$length)
     if (!is.null(spec$attributes)) attributes(value) <- spec$attributes
-    assign(name, value, envir = .GlobalEnv)
-  }
+    value
+  })
+  list2env(mapped, envir = .GlobalEnv)
   invisible(NULL)
 }

@@ -11,8 +11,8 @@ Rcpp::Rostream<false>& Rcpp::Rcerr = Rcpp::Rcpp_cerr_get();
 #endif
 
 // pool_create
-SEXP pool_create(std::string program, std::vector<std::string> args, std::vector<std::string> env, double start_timeout, std::string temp_dir, int size);
-RcppExport SEXP _bgpool_pool_create(SEXP programSEXP, SEXP argsSEXP, SEXP envSEXP, SEXP start_timeoutSEXP, SEXP temp_dirSEXP, SEXP sizeSEXP) {
+SEXP pool_create(std::string program, std::vector<std::string> args, std::vector<std::string> env, double start_timeout, std::string temp_dir, int size, SEXP outfile);
+RcppExport SEXP _bgpool_pool_create(SEXP programSEXP, SEXP argsSEXP, SEXP envSEXP, SEXP start_timeoutSEXP, SEXP temp_dirSEXP, SEXP sizeSEXP, SEXP outfileSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< std::string >::type program(programSEXP);
@@ -21,7 +21,8 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< double >::type start_timeout(start_timeoutSEXP);
     Rcpp::traits::input_parameter< std::string >::type temp_dir(temp_dirSEXP);
     Rcpp::traits::input_parameter< int >::type size(sizeSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_create(program, args, env, start_timeout, temp_dir, size));
+    Rcpp::traits::input_parameter< SEXP >::type outfile(outfileSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_create(program, args, env, start_timeout, temp_dir, size, outfile));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -291,7 +292,7 @@ END_RCPP
 }
 
 static const R_CallMethodDef CallEntries[] = {
-    {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 6},
+    {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 7},
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
     {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},

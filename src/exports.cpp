@@ -34,11 +34,18 @@ auto interruptible(F f) -> decltype(f()) {
 
 }  // namespace
 
+// `outfile`: NULL for a log file per worker, "" for the master's own
+// output, or a file that all workers append to.
 // [[Rcpp::export(rng = false)]]
 SEXP pool_create(std::string program, std::vector<std::string> args,
                  std::vector<std::string> env, double start_timeout,
-                 std::string temp_dir, int size) {
+                 std::string temp_dir, int size, SEXP outfile) {
   bgpool::WorkerCommand command{program, args, env, start_timeout};
+  if (outfile != R_NilValue) {
+    command.output_file = Rcpp::as<std::string>(outfile);
+    command.output = command.output_file.empty() ? bgpool::Output::Master
+                                                 : bgpool::Output::File;
+  }
   auto pool = std::make_unique<Pool>(command, temp_dir);
   interruptible([&] {
     pool->start(size);

@@ -22,6 +22,9 @@ struct SpawnSpec {
   std::vector<std::string> args;            // argv[1..]
   std::vector<std::string> extra_env;       // "NAME=value", added to ours
   std::string log_path;                     // stdout and stderr go here
+  // Also hand the child our stdout and stderr, as its fds 3 and 4, for
+  // the processes it forks (see redirect_output).
+  bool pass_stdio = false;
 };
 
 // Starts a process in its own process group, so that Ctrl-C in the
@@ -93,8 +96,14 @@ bool wait_for_adoption(pid_t master, double timeout_seconds);
 // forks again and exits at once. Returns true in the new process.
 bool fork_orphan();
 
-// Points this process's standard output and error at `path`.
+// Points this process's standard output and error at `path` (appending),
+// or, when `path` is empty, at the stdout and stderr passed to the process
+// it was forked from (SpawnSpec::pass_stdio).
 void redirect_output(const std::string& path);
+
+// Ends this process at once, as _exit() does: no exit handlers, no flush
+// of stdio buffers copied from the parent.
+[[noreturn]] void exit_now(int status);
 
 }  // namespace os
 }  // namespace bgpool

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -98,12 +99,26 @@ void Pool::start_template() {
   spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
   spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
   // R's temporary directories of the template and of every worker are made
-  // in the pool's directory, so none outlives the pool: an R process that
-  // was forked removes its parent's directory, not its own, when it exits.
+  // in the pool's directory, so none outlives the pool (see template_main()).
   spec.extra_env.push_back("TMPDIR=" + dir_);
   spec.log_path = template_.log_path = dir_ + "/template.log";
+  spec.pass_stdio = command_.output == Output::Master;
   template_.pid = os::spawn(spec);
   connect_all({&template_});
+}
+
+// The path the template is told to send a worker's output to; empty for
+// the master's own stdout and stderr.
+std::string Pool::output_path(const Worker& w) const {
+  switch (command_.output) {
+    case Output::File:
+      return command_.output_file;
+    case Output::Master:
+      return "";
+    case Output::Logs:
+      break;
+  }
+  return dir_ + "/worker-" + std::to_string(w.slot + 1) + ".log";
 }
 
 void Pool::fork_workers(const std::vector<Worker*>& waiting) {
@@ -111,7 +126,7 @@ void Pool::fork_workers(const std::vector<Worker*>& waiting) {
   for (Worker* w : waiting) {
     kill_worker(*w);
     reset(*w);
-    w->log_path = dir_ + "/worker-" + std::to_string(w->slot + 1) + ".log";
+    w->log_path = output_path(*w);
     ForkRequest request{static_cast<uint32_t>(w->slot),
                         static_cast<uint32_t>(w->log_path.size())};
     if (!template_.conn->write_raw(&request, sizeof request) ||
@@ -178,7 +193,8 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
       throw std::runtime_error(std::to_string(waiting.size()) +
                                " worker(s) did not connect within " +
                                std::to_string(static_cast<int>(command_.start_timeout)) +
-                               " seconds; raise options(bgpool.start_timeout)");
+                               " seconds; start the pool with a longer setup_timeout "
+                               "(init_pool(setup_timeout = ) or options(bgpool.start_timeout))");
   }
 }
 
@@ -319,6 +335,9 @@ void Pool::stop() {
 }
 
 std::string Pool::log_tail(const Worker& w, size_t max_lines) const {
+  // only a file: reading a terminal or a pipe given as outfile would wait
+  struct stat info;
+  if (stat(w.log_path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return "";
   std::ifstream in(w.log_path, std::ios::binary);
   if (!in) return "";
   in.seekg(0, std::ios::end);

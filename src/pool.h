@@ -14,12 +14,21 @@
 
 namespace bgpool {
 
+// Where the workers' standard output and error go.
+enum class Output {
+  Logs,    // a log file per worker in the pool's directory
+  File,    // one file that all append to
+  Master,  // the master's own stdout and stderr
+};
+
 // How to start the template process that forks the workers; from R.
 struct WorkerCommand {
   std::string program;                 // Rscript
   std::vector<std::string> args;
   std::vector<std::string> extra_env;  // "NAME=value"
   double start_timeout = 60;           // seconds for all workers to connect
+  Output output = Output::Logs;
+  std::string output_file;             // for Output::File
 };
 
 // A run of consecutive elements sent to a worker as one message.
@@ -96,7 +105,8 @@ class Pool {
   // the call's number; the worker interrupts only that call's tasks).
   void cancel(Worker& w, double call_id);
   // The last lines a worker wrote to its stdout/stderr: enough to hold R's
-  // report of a crash with its traceback.
+  // report of a crash with its traceback. With a shared output file, the
+  // last lines of all workers.
   std::string log_tail(const Worker& w, size_t max_lines = 40) const;
 
   double next_call_id() { return ++call_id_; }
@@ -105,6 +115,7 @@ class Pool {
   class Listening;
   void reset(Worker& w);
   void start_template();
+  std::string output_path(const Worker& w) const;
   void fork_workers(const std::vector<Worker*>& waiting);
   struct Greeting;
   void connect_all(const std::vector<Worker*>& waiting);

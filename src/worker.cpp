@@ -2,7 +2,6 @@
 // by the master, forks a worker per request; a worker connects, proves
 // itself, then exchanges messages with the master. Called from R/worker.R.
 #include <Rcpp.h>
-#include <libgen.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,8 +17,6 @@
 
 // R's flag for a pending user interrupt, acted on at R's next check.
 extern "C" int R_interrupts_pending;
-// R's session temporary directory (Rembedded.h).
-extern "C" char* R_TempDir;
 
 namespace {
 
@@ -68,16 +65,6 @@ void greet_master(uint32_t slot) {
     Rcpp::stop("bgpool: cannot greet the master: %s", master->failure());
 }
 
-// A forked worker gets a temporary directory of its own: sharing the
-// template's, the first worker to exit would delete it under the others.
-void own_temp_dir() {
-  std::string base = R_TempDir;
-  std::string templ = std::string(dirname(&base[0])) + "/RtmpXXXXXX";
-  if (!mkdtemp(&templ[0])) return;
-  R_TempDir = strdup(templ.c_str());
-  setenv("R_SESSION_TMPDIR", R_TempDir, 1);
-}
-
 }  // namespace
 
 // The template's loop: returns -1 when the master has gone, and in each
@@ -97,9 +84,8 @@ int template_serve() {
     R_FlushConsole();  // or the fork repeats what was buffered
     if (bgpool::os::fork_orphan()) {
       master.reset();  // the template's link, not ours
-      if (!bgpool::os::wait_for_adoption(master_pid, 10)) _exit(1);
+      if (!bgpool::os::wait_for_adoption(master_pid, 10)) bgpool::os::exit_now(1);
       bgpool::os::redirect_output(log_path);
-      own_temp_dir();
       return static_cast<int>(request.slot) + 1;
     }
   }

