@@ -75,11 +75,13 @@ CFG <- if (!QUICK) list(
   gather_n = 10L,       # W5 tasks
   gather_len = 5e6,     # W5 doubles per result (40 MB)
   sleep_n = 500L,       # W6 tasks
-  sleep_s = 0.01        # W6 seconds per task
+  sleep_s = 0.01,       # W6 seconds per task
+  lb_n = 200L,          # W7 clusterApplyLB tasks (W7 parLapply: tiny_n, clusterCall: rt_calls)
+  export_mb = 40        # W7 clusterExport object size
 ) else list(
   reps_start = 2L, reps = 2L, reps_gather = 2L, reps_big = 2L, reps_big_peer = 1L,
   big_peer_budget = 0, tiny_n = 2000L, rt_calls = 50L, big_mb = 40,
-  gather_n = 10L, gather_len = 5e5, sleep_n = 100L, sleep_s = 0.01
+  gather_n = 10L, gather_len = 5e5, sleep_n = 100L, sleep_s = 0.01, lb_n = 100L, export_mb = 4
 )
 CFG$big_len <- CFG$big_mb * 1e6 / 8
 IDEAL_W6 <- CFG$sleep_n * CFG$sleep_s / N
@@ -181,8 +183,11 @@ start_backend <- function(backend, n) {
     if (pool_exists()) suppressMessages(delete_pool())
     suppressMessages(init_pool(n))
     ctx$pids <- bgpool_pids()
-  } else if (backend == "psock") {
-    ctx$cl <- makeCluster(n)
+  } else if (backend == "bgpool_cluster") {
+    ctx <- start_backend("bgpool", n)
+    ctx$cl <- pool_cluster()
+  } else if (backend %in% c("psock", "mirai_cluster")) {
+    ctx$cl <- if (backend == "psock") makeCluster(n) else mirai::make_cluster(n)
     ctx$pids <- as.integer(unlist(clusterCall(ctx$cl, Sys.getpid)))
   } else if (backend == "mirai") {
     mirai::daemons(n)
@@ -207,7 +212,8 @@ cleanup_all <- function() {
   if (HAVE_MIRAI) try(mirai::daemons(0), silent = TRUE)
 }
 
-BACKEND_NAME <- c(bgpool = "bgpool", psock = "parallel PSOCK", mirai = "mirai")
+BACKEND_NAME <- c(bgpool = "bgpool", psock = "parallel PSOCK", mirai = "mirai",
+                  bgpool_cluster = "bgpool pool_cluster()", mirai_cluster = "mirai make_cluster()")
 
 # ---- results ----------------------------------------------------------------------
 ROWS <- list()
@@ -291,7 +297,7 @@ measure <- function(spec, reps, setup, run, check, teardown = function(ctx) NULL
   })
 }
 
-# W3: many single calls on one started backend; median per call.
+# W3, W7: many single calls on one started backend; median per call.
 measure_calls <- function(spec, ctx, call, check, calls = CFG$rt_calls, warmup = 10L) {
   say("  %s: %s %s", spec$workload, BACKEND_NAME[[spec$backend]], spec$call)
   tryCatch({
@@ -570,6 +576,67 @@ w6 <- function() {
             check = check("mirai_map")))
 }
 
+# ---- W7: cluster interface --------------------------------------------------------------------
+# parallel's own functions on pool_cluster(), on a PSOCK cluster and on
+# mirai's make_cluster(): the same calls, only the cluster object differs.
+w7 <- function() {
+  W <- "W7 cluster interface"
+  len <- CFG$export_mb * 1e6 / 8
+  say("%s: parallel's functions on pool_cluster(), PSOCK%s", W, if (HAVE_MIRAI) " and make_cluster()" else "")
+  check_inc <- function(what, n) function(res, ctx, r) {
+    if (!is.list(res) || length(res) != n || !identical(unlist(res, use.names = FALSE), seq_len(n) + 1))
+      wrong("%s over %d tiny tasks: results differ from (1:n) + 1", what, n)
+  }
+  check_call <- function(v) {
+    if (!is.list(v) || length(v) != N || !all(vapply(v, identical, NA, 2)))
+      wrong("clusterCall on %d nodes: expected %d values 2", N, N)
+  }
+  # A fresh `x` with a value of its own for each repetition (made outside
+  # the timed region); each node's sum(x) is checked against the master's.
+  x_sum <- NA_real_
+  new_x <- function(ctx) function(r) {
+    assign("x", as.double(seq_len(len)) + r, envir = globalenv())
+    x_sum <<- sum(get("x", envir = globalenv()))
+    ctx
+  }
+  sum_x <- as_task(function() sum(x))
+  check_export <- function(res, ctx, r) {
+    s <- unlist(clusterCall(ctx$cl, sum_x))
+    if (length(s) != N || !is.numeric(s) || !all(s == x_sum))
+      wrong("clusterExport: expected %d sums %s, got %s", N, format(x_sum, digits = 15),
+            paste(format(s, digits = 15), collapse = " "))
+  }
+  cases <- list(
+    list(call = sprintf("parLapply, %s tasks", format(CFG$tiny_n, big.mark = ",")), key = "W7:parLapply",
+         tasks = CFG$tiny_n, run = function(cl) parLapply(cl, seq_len(CFG$tiny_n), inc),
+         check = check_inc("parLapply", CFG$tiny_n)),
+    list(call = sprintf("clusterApplyLB, %d tasks", CFG$lb_n), key = "W7:LB",
+         tasks = CFG$lb_n, run = function(cl) clusterApplyLB(cl, seq_len(CFG$lb_n), inc),
+         check = check_inc("clusterApplyLB", CFG$lb_n)),
+    list(call = "clusterCall(cl, inc, 1)", key = "W7:call"),
+    list(call = sprintf("clusterExport of %g MB", CFG$export_mb), key = "W7:export",
+         run = function(cl) clusterExport(cl, "x"), check = check_export, setup = new_x, bytes = 8 * len))
+  never_slower <- list(target_kind = "ratio_ge", target_value = 1, target_text = "bgpool never slower (>= 1x)")
+  for (b in c("bgpool_cluster", "psock", if (HAVE_MIRAI) "mirai_cluster")) {
+    specs <- lapply(cases, function(k) c(
+      list(workload = W, backend = b, call = k$call), if (!is.null(k$tasks)) list(tasks = k$tasks),
+      if (b == "bgpool_cluster") list(key = k$key) else list(ref = k$key),
+      if (b == "psock") never_slower))
+    with_backend(b, N, specs, function(ctx) for (i in seq_along(cases)) {
+      k <- cases[[i]]
+      if (is.null(k$run)) {
+        measure_calls(specs[[i]], ctx, function() clusterCall(ctx$cl, inc, 1), check_call)
+      } else {
+        setup <- if (is.null(k$setup)) function(r) ctx else k$setup(ctx)
+        measure(specs[[i]], CFG$reps, setup = setup, run = function(ctx) k$run(ctx$cl), check = k$check,
+                object_bytes = if (is.null(k$bytes)) NA else k$bytes)
+      }
+    })
+  }
+  assign("x", NULL, envir = globalenv())
+  invisible(gc())
+}
+
 # ---- run ---------------------------------------------------------------------------------------
 machine_line <- function() {
   cpu <- tryCatch(sub(".*:\\s*", "", grep("^model name", readLines("/proc/cpuinfo"), value = TRUE)[1]),
@@ -603,6 +670,7 @@ tryCatch({
   w4(); cleanup_all()
   w5(); cleanup_all()
   w6(); cleanup_all()
+  w7(); cleanup_all()
 }, finally = cleanup_all())
 load_end <- loadavg()
 run_minutes <- (as.numeric(Sys.time()) - as.numeric(run_started)) / 60
@@ -663,7 +731,7 @@ mem_headers <- c("workload", "backend", "call", "object or results MB",
                  "Σ peak growth MB (x size)", "master peak growth MB (x size)", "system Shmem Δ MB")
 
 notes <- c(
-  sprintf("Times are the minimum over the repetitions in `reps` (W3: the median of single calls, after 10 warm-up calls), in seconds; µs/task = seconds / tasks (W3: per call, all workers answering); `peer / bgpool` = the peer's time / bgpool's time for the same work, so > 1 means bgpool is faster (its bgpool reference is the row above with the same call kind: pool_map for clusterMap and mirai_map, pool_lapply for parLapply)."),
+  sprintf("Times are the minimum over the repetitions in `reps` (W3: the median of single calls, after 10 warm-up calls), in seconds; µs/task = seconds / tasks (W3: per call, all workers answering); `peer / bgpool` = the peer's time / bgpool's time for the same work, so > 1 means bgpool is faster (its bgpool reference is the row above with the same call kind: pool_map for clusterMap and mirai_map, pool_lapply for parLapply; in W7 the pool_cluster() row with the same call)."),
   "Memory comes from /proc/<pid>/status and smaps_rollup of the master and every worker, helper processes included (the master's live children, such as a process that forks the workers): peaks are VmHWM after a reset (\"5\" written to clear_refs) just before each repetition, taken as the largest over the repetitions; they are absolute, so they include each R process's own footprint (W1: what the started workers use). VmHWM counts a page shared by several processes (forked workers share their parent's pages until written) once in each; `workers Pss MB` (at the end of the repetition) divides it among them.",
   "W1: from nothing to every worker answering once (init_pool + pool_call; makeCluster + clusterCall; mirai daemons + everywhere(.min = N)[]); each repetition starts from no pool and waits for the workers to be gone afterwards.",
   sprintf("W2: %s calls of function(x) x + 1 on a running pool. parLapply splits the input in one chunk per worker up front; clusterMap sends one task per call.", format(CFG$tiny_n, big.mark = ",")),
@@ -672,6 +740,7 @@ notes <- c(
           CFG$big_mb, CFG$reps_big_peer, if (is.finite(CFG$big_peer_budget) && CFG$big_peer_budget > 0) sprintf(" (no further one after %g s)", CFG$big_peer_budget) else ""),
   sprintf("W5: %d tasks each returning rep(i, %g) as doubles (%g MB each, %g MB in all), every value checked. The bgpool target is the master's peak RSS growth / total result size: 1.0 means one copy of each result (10%% allowed for buffers).", CFG$gather_n, CFG$gather_len, 8 * CFG$gather_len / 1e6, CFG$gather_n * 8 * CFG$gather_len / 1e6),
   sprintf("W6: %d tasks of Sys.sleep(%g) returning their index; ideal %g x %g / %d = %.3f s. One Sys.sleep(%g) takes %.2f ms in the master here (median of 20), so even a perfect schedule needs %.3f s.", CFG$sleep_n, CFG$sleep_s, CFG$sleep_n, CFG$sleep_s, N, IDEAL_W6, CFG$sleep_s, 1e3 * SLEEP_REAL, CFG$sleep_n * SLEEP_REAL / N),
+  sprintf("W7: parallel's own functions on bgpool's pool_cluster(), on makeCluster(%d) and on mirai's make_cluster(%d): parLapply of function(x) x + 1 over 1:%d; clusterApplyLB of it over 1:%d (one task per message, to the first free node); clusterCall(cl, function(x) x + 1, 1) on every node, the median of %d calls as in W3; clusterExport of a fresh %g MB double vector, with a value of its own for each repetition, checked by sum() on every node outside the timed region. Target: bgpool's cluster never slower than PSOCK (ratio >= 1) in each.", N, N, CFG$tiny_n, CFG$lb_n, CFG$rt_calls, CFG$export_mb),
   if (QUICK) "Quick run: smaller objects, fewer tasks and repetitions than the full run; the targets are stated for the full sizes." else NULL,
   mirai_note,
   sprintf("Load average (1, 5, 15 min) at start %s, at end %s: the machine is shared, so minimums are reported.", load_start, load_end)
@@ -718,17 +787,17 @@ md <- c(
   sprintf("| bgpool | %s%s |", bg_version, git_line()),
   sprintf("| peers | parallel %s (PSOCK, as AzureRMR uses it); %s |", utils::packageVersion("parallel"),
           if (HAVE_MIRAI) sprintf("mirai %s (nanonext %s), dispatcher on", mirai_version, utils::packageVersion("nanonext")) else "mirai not used"),
-  sprintf("| sizes | %d workers; W2 %s tasks; W3 %d calls; W4 %g MB; W5 %d x %g MB; W6 %d x %g s |",
+  sprintf("| sizes | %d workers; W2 %s tasks; W3 %d calls; W4 %g MB; W5 %d x %g MB; W6 %d x %g s; W7 %s, %d tasks, %d calls, %g MB |",
           N, format(CFG$tiny_n, big.mark = ","), CFG$rt_calls, CFG$big_mb, CFG$gather_n, 8 * CFG$gather_len / 1e6,
-          CFG$sleep_n, CFG$sleep_s),
-  sprintf("| repetitions | W1 %d; W2, W6 %d; W4 bgpool %d, peers %d; W5 %d |", CFG$reps_start, CFG$reps,
+          CFG$sleep_n, CFG$sleep_s, format(CFG$tiny_n, big.mark = ","), CFG$lb_n, CFG$rt_calls, CFG$export_mb),
+  sprintf("| repetitions | W1 %d; W2, W6, W7 %d; W4 bgpool %d, peers %d; W5 %d |", CFG$reps_start, CFG$reps,
           CFG$reps_big, CFG$reps_big_peer, CFG$reps_gather),
   "",
   "## Results",
   "",
   md_table(tab, headers),
   "",
-  if (!is.null(mem_tab)) c("## Memory of the large-data workloads", "", "Largest over the repetitions; `x size` is relative to the object (W4) or to all results together (W5).", "", md_table(mem_tab, mem_headers), "") else NULL,
+  if (!is.null(mem_tab)) c("## Memory of the large-data workloads", "", "Largest over the repetitions; `x size` is relative to the object (W4, W7 clusterExport) or to all results together (W5).", "", md_table(mem_tab, mem_headers), "") else NULL,
   if (length(ERRORS)) c("## Errors", "", paste0("- ", md_cell(ERRORS)), "") else NULL,
   "## Notes",
   "",
