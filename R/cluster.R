@@ -5,7 +5,9 @@
 #
 # A node sends a call at once and reads the reply when asked, so nodes run
 # side by side. Each node has its worker's `pending` calls (their tags,
-# oldest first) and the `replies` read but not yet taken. Its `con` is an
+# oldest first) and the `replies` read but not yet taken; the pool counts
+# both over all nodes (`cluster_pending`, `cluster_kept`), so that a
+# message costs the same however many nodes there are. Its `con` is an
 # R connection whose descriptor mirrors the worker's socket, or polls as
 # ready while a reply waits in `replies`: future's backend asks
 # socketSelect() on it whether a result is ready.
@@ -42,10 +44,13 @@ pool_cluster <- function() {
   handle <- live_pool("pool_cluster()")
   # future keeps its books per cluster "name" (else a hash of the nodes,
   # which change as calls come and go)
-  if (is.null(.bgpool$cluster))
+  if (is.null(.bgpool$cluster)) {
     .bgpool$cluster <- structure(lapply(seq_len(pool_size()), new_node, handle = handle),
                                  class = c("bgpool_cluster", "cluster"),
                                  name = basename(pool_state(handle)$dir))
+    .bgpool$cluster_pending <- 0L
+    .bgpool$cluster_kept <- 0L
+  }
   .bgpool$cluster
 }
 
@@ -90,20 +95,12 @@ node_pool <- function(node) {
 }
 
 cluster_busy <- function() {
-  any(vapply(.bgpool$cluster, function(node) length(node$pending) > 0L, NA))
+  isTRUE(.bgpool$cluster_pending > 0L)
 }
 
-# Reads the replies of calls sent through the cluster into their nodes:
-# all of them (`wait`), or those of workers that died (a replacement
-# would lose how they ended).
-collect_cluster_replies <- function(handle, wait) {
-  owing <- Filter(function(node) length(node$pending) > 0L, .bgpool$cluster)
-  if (!length(owing)) return(invisible())
-  if (!wait) {
-    usable <- pool_state(handle)$usable
-    owing <- Filter(function(node) !usable[node$slot], owing)
-  }
-  for (node in owing)
+# Reads the replies of all calls sent through the cluster into their nodes.
+collect_cluster_replies <- function(handle) {
+  for (node in .bgpool$cluster)
     while (length(node$pending)) keep_reply(handle, node, receive_reply(handle, node))
 }
 
@@ -117,9 +114,10 @@ sendData.bgpool_node <- function(node, data) {
           "bgpool_bad_argument")
   live_pool("the pool's cluster", drain_cluster = FALSE)
   lost <- pool_node_send(handle, node$slot, data$data$fun, data$data$args)
-  if (is.null(lost))
+  if (is.null(lost)) {
     node$pending <- c(node$pending, list(data$data$tag))
-  else
+    .bgpool$cluster_pending <- .bgpool$cluster_pending + 1L
+  } else
     keep_reply(handle, node, parallel_reply(lost, data$data$tag))
   invisible(NULL)
 }
@@ -128,16 +126,19 @@ sendData.bgpool_node <- function(node, data) {
 recvData.bgpool_node <- function(node) {
   if (length(node$replies)) return(take_reply(node))
   handle <- node_pool(node)
-  await_reply(handle, list(node))
+  await_reply(handle, node$slot)
   deliver(receive_reply(handle, node))
 }
 
 #' @exportS3Method parallel::recvOneData
 recvOneData.bgpool_cluster <- function(cl) {
-  ready <- which(vapply(cl, function(node) length(node$replies) > 0L, NA))
-  if (length(ready)) return(list(node = ready[1L], value = take_reply(cl[[ready[1L]]])))
+  if (.bgpool$cluster_kept > 0L) {
+    ready <- which(vapply(cl, function(node) length(node$replies) > 0L, NA))
+    if (length(ready)) return(list(node = ready[1L], value = take_reply(cl[[ready[1L]]])))
+  }
   handle <- node_pool(cl[[1L]])
-  i <- await_reply(handle, cl)
+  slots <- if (identical(cl, .bgpool$cluster)) seq_along(cl) else vapply(unclass(cl), `[[`, 0L, "slot")
+  i <- match(await_reply(handle, slots), slots)
   list(node = i, value = deliver(receive_reply(handle, cl[[i]])))
 }
 
@@ -162,31 +163,32 @@ print.bgpool_node <- function(x, ...) {
   invisible(x)
 }
 
-# Waits until one of `nodes` has a reply to read; returns its index. An
-# interrupt abandons all of the cluster's calls in flight: their replies
-# would otherwise answer later calls.
-await_reply <- function(handle, nodes) {
-  slots <- vapply(nodes, function(node) node$slot, 0L)
-  if (!any(vapply(nodes, function(node) length(node$pending) > 0L, NA)))
-    abort("parallel asked the pool's cluster for a reply, but no call is waiting for one (it was abandoned by an interrupt, or the pool was reset); run the call again",
-          "bgpool_bad_argument")
+# Waits until one of the nodes in `slots` has a reply to read; returns its
+# slot. An interrupt abandons all of the cluster's calls in flight: their
+# replies would otherwise answer later calls.
+await_reply <- function(handle, slots) {
   finished <- FALSE
   on.exit(if (!finished) abandon_cluster_calls(handle))
   slot <- pool_node_wait(handle, slots, -1)
   finished <- TRUE
-  match(slot, slots)
+  if (slot == 0L)
+    abort("parallel asked the pool's cluster for a reply, but no call is waiting for one (it was abandoned by an interrupt, or the pool was reset); run the call again",
+          "bgpool_bad_argument")
+  slot
 }
 
 abandon_cluster_calls <- function(handle) {
   owing <- Filter(function(node) length(node$pending) > 0L, .bgpool$cluster)
-  pool_node_cancel(handle, vapply(owing, function(node) node$slot, 0L))
+  pool_node_cancel(handle, vapply(owing, `[[`, 0L, "slot"))
   for (node in owing) node$pending <- list()
+  .bgpool$cluster_pending <- 0L
 }
 
 receive_reply <- function(handle, node) {
   reply <- pool_node_receive(handle, node$slot)
   tag <- node$pending[[1L]]
   node$pending <- node$pending[-1L]
+  .bgpool$cluster_pending <- .bgpool$cluster_pending - 1L
   parallel_reply(reply, tag)
 }
 
@@ -219,13 +221,16 @@ deliver <- function(reply) {
 # as ready until it is taken.
 keep_reply <- function(handle, node, reply) {
   node$replies <- c(node$replies, list(reply))
+  .bgpool$cluster_kept <- .bgpool$cluster_kept + 1L
   pool_node_mirror(handle, node$slot, -1L, TRUE)
 }
 
 take_reply <- function(node) {
   reply <- node$replies[[1L]]
   node$replies <- node$replies[-1L]
-  if (!length(node$replies) && pool_exists() && identical(node$handle, .bgpool$pool))
-    pool_node_mirror(node$handle, node$slot, -1L, FALSE)
+  if (pool_exists() && identical(node$handle, .bgpool$pool)) {
+    .bgpool$cluster_kept <- .bgpool$cluster_kept - 1L
+    if (!length(node$replies)) pool_node_mirror(node$handle, node$slot, -1L, FALSE)
+  }
   deliver(reply)
 }

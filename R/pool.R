@@ -301,7 +301,7 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
-  if (!is.null(.bgpool$cluster)) collect_cluster_replies(handle, wait = drain_cluster)
+  if (drain_cluster && cluster_busy()) collect_cluster_replies(handle)
   replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1))
   if (length(replaced)) {
     renice_workers(replaced)

@@ -152,3 +152,4 @@ void pool_node_mirror(SEXP xp, int slot, int fd, bool ready) {
 
 // [[Rcpp::export(rng = false)]]
 std::vector<int> pool_open_fds() { return bgpool::os::open_fds(); }
+

@@ -301,7 +301,9 @@ std::vector<int> Pool::replace_unusable() {
   std::vector<Worker*> waiting;
   std::vector<int> slots;
   for (auto& w : workers_) {
-    if (w->usable()) continue;
+    // a worker that owes a cluster node its reply stays until that node
+    // reads how it ended (R/cluster.R)
+    if (w->usable() || !w->node_calls.empty()) continue;
     waiting.push_back(w.get());
     slots.push_back(w->slot);
   }

@@ -89,8 +89,9 @@ class Pool {
 
   // Reaps workers that have exited; returns whether all are still usable.
   bool check_workers();
-  // Replaces workers that are dead or whose connection broke; returns the
-  // slots replaced (their new processes start from an empty state).
+  // Replaces workers that are dead or whose connection broke (but not
+  // while a cluster node awaits their reply); returns the slots replaced
+  // (their new processes start from an empty state).
   std::vector<int> replace_unusable();
   // Ends a worker now (it misbehaved, or its link broke).
   void kill_worker(Worker& w);
