@@ -35,6 +35,12 @@ err <- tryCatch(pool_map(function(f) readLines(f), c(src[1:2], "no-such-file.txt
 cat(conditionMessage(err), "\n")
 cat("results kept for elements:", which(!vapply(err$results, is.null, NA)), "\n")
 
+cat("\n== The same pool as a parallel cluster, and reproducible random numbers\n")
+cl <- pool_cluster()
+print(parallel::parSapply(cl, 1:5, function(i) i^2))
+draws <- function() pool_sapply(1:4, function(i) round(runif(1), 4), .seed = 1)
+cat("the same draws twice with .seed = 1:", identical(draws(), draws()), "\n")
+
 cat("\n== init_pool() again resets the same workers\n")
 pids <- unlist(pool_call(Sys.getpid))
 init_pool()
