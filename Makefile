@@ -19,7 +19,7 @@ check: export BGPOOL_AZURITE_DIR ?= $(if $(wildcard $(AZURITE)/node_modules/.bin
 
 deps:
 	@Rscript .ci/deps.R
-	@bash .ci/pandoc.sh
+	@bash .ci/tools.sh
 
 install: deps
 	@mkdir -p $(LIB)

@@ -1,7 +1,7 @@
 # Installs the R packages that building, testing, the vignette and the demo
 # need, when missing: Debian's prebuilt r-cran-* packages where apt is
 # available and we are root (seconds), otherwise from R's configured
-# repositories. (pandoc, for the vignette, comes from .ci/pandoc.sh.)
+# repositories. (pandoc and qpdf come from .ci/tools.sh.)
 # Usage: Rscript .ci/deps.R [package ...]
 wanted <- commandArgs(trailingOnly = TRUE)
 if (!length(wanted))

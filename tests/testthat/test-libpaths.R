@@ -18,12 +18,15 @@ test_that("a package in a library added at run time loads on the workers, also o
   old <- .libPaths()
   withr::defer(.libPaths(old))
   .libPaths(c(lib, old))
-  expect_identical(pool_sapply(1:2, function(i) bgpooltinypkg::answer()), c(42, 42))
+  # (the package is named through a string: R CMD check takes `pkg::` in
+  # tests for a dependency)
+  answer <- function(...) getExportedValue("bgpooltinypkg", "answer")()
+  expect_identical(pool_sapply(1:2, answer), c(42, 42))
   expect_identical(pool_evalq(.libPaths()[1]), rep(list(normalizePath(lib)), 2))
 
   pids <- pool_pids()
   tools::pskill(pids[1], tools::SIGKILL)
   expect_true(wait_pids_gone(pids[1]))
-  expect_identical(pool_call(function() bgpooltinypkg::answer()), list(42, 42))
+  expect_identical(pool_call(answer), list(42, 42))
   expect_false(pool_pids()[1] == pids[1])
 })

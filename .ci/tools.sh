@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the programs that building and checking need, when missing, from
+# Debian's packages (where apt-get is available and we are root): pandoc,
+# which rmarkdown needs for the vignette and the R Markdown test
+# (tests/testthat/test-rmarkdown.R), and qpdf, which R CMD check --as-cran
+# needs to check the vignette's PDFs. Says nothing when both are there.
+# Without pandoc the vignette cannot be built and that test is skipped, so a
+# failure here is reported but does not stop the build.
+# Usage: bash .ci/tools.sh
+set -euo pipefail
+
+missing=()
+for tool in pandoc qpdf; do
+  command -v "$tool" > /dev/null || missing+=("$tool")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get > /dev/null || [ "$(id -u)" != 0 ]; then
+  echo "missing (and not root or no apt-get, so not installed): ${missing[*]}; without pandoc the vignette cannot be built and the R Markdown test is skipped" >&2
+  exit 0
+fi
+echo "Installing from Debian: ${missing[*]}"
+if ! out=$( { apt-get update -qq &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } 2>&1 ); then
+  printf '%s\n' "$out" >&2
+  echo "could not install ${missing[*]}" >&2
+fi
