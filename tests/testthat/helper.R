@@ -96,3 +96,12 @@ expect_pool_consistent <- function() {
     expect_identical(pool_size(), 0L)
   }
 }
+
+# Keeps the session's random number state and kind as they are when the
+# calling test (frame) ends. The kind is restored first, as RNGkind()
+# reseeds.
+local_rng_unchanged <- function(envir = parent.frame()) {
+  withr::local_preserve_seed(.local_envir = envir)
+  kind <- RNGkind()
+  withr::defer(suppressWarnings(RNGkind(kind[1L], kind[2L], kind[3L])), envir = envir)
+}

@@ -40,6 +40,8 @@ test_that("clusterApplyLB balances: slow calls do not hold up the other node", {
 })
 
 test_that("clusterSetRNGStream gives the workers PSOCK's streams", {
+  # it leaves the session's generator kind as L'Ecuyer-CMRG
+  local_rng_unchanged()
   local_pool()
   cl <- pool_cluster()
   ref <- local_psock()
