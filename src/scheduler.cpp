@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kDepth = 2;
 constexpr double kTargetChunkSeconds = 0.002;
+constexpr double kMinChunkSeconds = 0.0005;
 constexpr double kProgressSeconds = 0.1;
 
 // Copies x[from + i] (recycling x when shorter) for i < len into a new
@@ -292,16 +293,20 @@ class Gather {
 // Until the first chunk comes back, the tasks' duration is unknown: the
 // first chunks are small (an eighth of a worker's share), so that slow
 // tasks are not committed in bulk, yet not single, so that many tiny tasks
-// do not cost a round trip each.
+// do not cost a round trip each. Once it is known, a chunk holds at most
+// kTargetChunkSeconds of work, and at least kMinChunkSeconds (up to a
+// worker's share of what remains): a message costs more than many tiny
+// tasks, so they travel in as few messages as parLapply() sends.
 R_xlen_t next_chunk(R_xlen_t remaining, R_xlen_t n, int workers, double estimate,
                     R_xlen_t fixed) {
   if (fixed > 0) return std::min(fixed, remaining);
   R_xlen_t guided = (remaining + 2 * workers - 1) / (2 * workers);
-  R_xlen_t capped = estimate < 0 ? n / (8 * workers)
-                                 : static_cast<R_xlen_t>(std::max(
-                                       1.0, std::floor(kTargetChunkSeconds /
-                                                       std::max(estimate, 1e-9))));
-  return std::max<R_xlen_t>(1, std::min({guided, capped, remaining}));
+  if (estimate < 0) return std::max<R_xlen_t>(1, std::min({guided, n / (8 * workers), remaining}));
+  double per_element = std::max(estimate, 1e-9);
+  R_xlen_t most = static_cast<R_xlen_t>(std::max(1.0, std::floor(kTargetChunkSeconds / per_element)));
+  R_xlen_t least = std::min(static_cast<R_xlen_t>(kMinChunkSeconds / per_element),
+                            (remaining + workers - 1) / workers);
+  return std::max<R_xlen_t>(1, std::min(std::max(std::min(guided, most), least), remaining));
 }
 
 Range take(std::deque<Range>& pending, R_xlen_t size) {
