@@ -338,8 +338,11 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
       sent = false;
       for (int i = 0; i < workers && !pending.empty() && !gather.lost(); ++i) {
         Worker& w = pool.worker(i);
-        // With a time limit nothing waits behind a task that may be stopped.
-        if (!w.usable() || w.awaiting() >= (timeout > 0 ? 1 : kDepth)) continue;
+        // With a time limit nothing waits behind a task that may be stopped;
+        // until the tasks' duration is known, one chunk per worker (to size
+        // the next ones) rather than two.
+        int depth = timeout > 0 || gather.estimate() < 0 ? 1 : kDepth;
+        if (!w.usable() || w.awaiting() >= depth) continue;
         R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), n, workers,
                                    gather.estimate(), chunk_size);
         Range range = take(pending, size);
