@@ -11,5 +11,4 @@
 #' @useDynLib bgpool, .registration = TRUE
 #' @importFrom Rcpp evalCpp
 #' @importFrom parallel stopCluster
-#' @importFrom cli cli_progress_bar cli_progress_update
 "_PACKAGE"

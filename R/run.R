@@ -32,10 +32,11 @@ run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, ret
   done_before <- 0  # elements done by earlier attempts
   update <- NULL
   if (progress && n > 0) {
-    bar <- cli_progress_bar(
+    # cli:: rather than an import: workers never load cli, which starts them sooner
+    bar <- cli::cli_progress_bar(
       name = caller, total = n, auto_terminate = FALSE,
       format = "{cli::pb_name}{cli::pb_bar} {cli::pb_current}/{cli::pb_total} | ETA: {cli::pb_eta}")
-    update <- function(done) cli_progress_update(set = done_before + done, id = bar)
+    update <- function(done) cli::cli_progress_update(set = done_before + done, id = bar)
   }
   result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size, limit, update)
   while (!is.null(result$lost) && retry > 0) {
