@@ -142,7 +142,7 @@ recvOneData.bgpool_cluster <- function(cl) {
   list(node = i, value = deliver(receive_reply(handle, cl[[i]])))
 }
 
-#' @exportS3Method parallel::stopCluster
+#' @export
 stopCluster.bgpool_cluster <- function(cl = NULL) {
   if (pool_exists() && identical(cl[[1L]]$handle, .bgpool$pool))
     delete_pool()

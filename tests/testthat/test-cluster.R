@@ -138,7 +138,9 @@ test_that("stopCluster() deletes the pool; the old cluster then says what to do"
   pids <- pool_pids()
   con <- cl[[1]]$con
   expect_true(isOpen(con))
-  parallel::stopCluster(cl)
+  # called from the global environment, as users do: the method must be
+  # registered, not only visible from bgpool's namespace
+  eval(quote(parallel::stopCluster(cl)), list(cl = cl), globalenv())
   expect_false(pool_exists())
   expect_true(wait_pids_gone(pids))
   expect_output(print(cl), "pool has been deleted")
