@@ -86,9 +86,14 @@ close_cluster <- function() {
   .bgpool$cluster <- NULL
 }
 
+# Whether a node belongs to the pool that exists now (not a deleted one).
+in_current_pool <- function(node) {
+  identical(node$handle, .bgpool$pool)
+}
+
 # The pool handle of a node, if its pool still exists.
 node_pool <- function(node) {
-  if (!pool_exists() || !identical(node$handle, .bgpool$pool))
+  if (!in_current_pool(node))
     abort("this cluster's pool has been deleted; create one with init_pool() and get its cluster with pool_cluster()",
           "bgpool_no_pool")
   node$handle
@@ -144,14 +149,14 @@ recvOneData.bgpool_cluster <- function(cl) {
 
 #' @export
 stopCluster.bgpool_cluster <- function(cl = NULL) {
-  if (pool_exists() && identical(cl[[1L]]$handle, .bgpool$pool))
+  if (in_current_pool(cl[[1L]]))
     delete_pool()
   invisible(NULL)
 }
 
 #' @export
 print.bgpool_cluster <- function(x, ...) {
-  state <- if (length(x) && pool_exists() && identical(x[[1L]]$handle, .bgpool$pool))
+  state <- if (length(x) && in_current_pool(x[[1L]]))
     "" else " (its pool has been deleted)"
   cat(sprintf("bgpool cluster of %d nodes%s\n", length(x), state))
   invisible(x)
@@ -228,7 +233,7 @@ keep_reply <- function(handle, node, reply) {
 take_reply <- function(node) {
   reply <- node$replies[[1L]]
   node$replies <- node$replies[-1L]
-  if (pool_exists() && identical(node$handle, .bgpool$pool)) {
+  if (in_current_pool(node)) {
     .bgpool$cluster_kept <- .bgpool$cluster_kept - 1L
     if (!length(node$replies)) pool_node_mirror(node$handle, node$slot, -1L, FALSE)
   }
