@@ -9,44 +9,64 @@ pool_stop <- function(xp) {
     invisible(.Call(`_bgpool_pool_stop`, xp))
 }
 
+pool_owned <- function(xp) {
+    .Call(`_bgpool_pool_owned`, xp)
+}
+
 pool_state <- function(xp) {
     .Call(`_bgpool_pool_state`, xp)
 }
 
-pool_prepare <- function(xp, grace) {
-    .Call(`_bgpool_pool_prepare`, xp, grace)
+pool_prepare <- function(xp, grace, log_limit) {
+    .Call(`_bgpool_pool_prepare`, xp, grace, log_limit)
 }
 
-pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout, progress) {
-    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout, progress)
+pool_replace <- function(xp, slots) {
+    invisible(.Call(`_bgpool_pool_replace`, xp, slots))
+}
+
+pool_kill_workers <- function(xp, slots) {
+    invisible(.Call(`_bgpool_pool_kill_workers`, xp, slots))
+}
+
+pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout, retry, attempts, progress) {
+    .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout, retry, attempts, progress)
 }
 
 pool_run_on_workers <- function(xp, fun, args, slots, fds) {
     .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots, fds)
 }
 
-pool_node_send <- function(xp, slot, fun, args) {
-    .Call(`_bgpool_pool_node_send`, xp, slot, fun, args)
-}
-
-pool_node_wait <- function(xp, slots, timeout) {
-    .Call(`_bgpool_pool_node_wait`, xp, slots, timeout)
+pool_node_send <- function(xp, slot, fun, args, tag) {
+    invisible(.Call(`_bgpool_pool_node_send`, xp, slot, fun, args, tag))
 }
 
 pool_node_receive <- function(xp, slot) {
     .Call(`_bgpool_pool_node_receive`, xp, slot)
 }
 
-pool_node_cancel <- function(xp, slots) {
-    invisible(.Call(`_bgpool_pool_node_cancel`, xp, slots))
+pool_node_receive_any <- function(xp, slots) {
+    .Call(`_bgpool_pool_node_receive_any`, xp, slots)
 }
 
-pool_node_mirror <- function(xp, slot, fd, ready) {
-    invisible(.Call(`_bgpool_pool_node_mirror`, xp, slot, fd, ready))
+pool_node_busy <- function(xp) {
+    .Call(`_bgpool_pool_node_busy`, xp)
 }
 
-pool_open_fds <- function() {
-    .Call(`_bgpool_pool_open_fds`)
+pool_node_collect <- function(xp) {
+    invisible(.Call(`_bgpool_pool_node_collect`, xp))
+}
+
+pool_node_connection <- function(xp, slot) {
+    .Call(`_bgpool_pool_node_connection`, xp, slot)
+}
+
+pool_dir_abandoned <- function(dir) {
+    .Call(`_bgpool_pool_dir_abandoned`, dir)
+}
+
+protocol_constants <- function() {
+    .Call(`_bgpool_protocol_constants`)
 }
 
 rng_jump <- function(seed, streams) {
@@ -69,6 +89,14 @@ segment_fd <- function(segment) {
     .Call(`_bgpool_segment_fd`, segment)
 }
 
+release_segment <- function(segment) {
+    invisible(.Call(`_bgpool_release_segment`, segment))
+}
+
+is_shared_vector <- function(x) {
+    .Call(`_bgpool_is_shared_vector`, x)
+}
+
 map_shared_vector <- function(fd, type, length) {
     .Call(`_bgpool_map_shared_vector`, fd, type, length)
 }
@@ -85,19 +113,35 @@ worker_receive <- function() {
     .Call(`_bgpool_worker_receive`)
 }
 
-worker_take_fd <- function() {
-    .Call(`_bgpool_worker_take_fd`)
+worker_take_descriptor <- function(index) {
+    .Call(`_bgpool_worker_take_descriptor`, index)
 }
 
 worker_call_cancelled <- function() {
     .Call(`_bgpool_worker_call_cancelled`)
 }
 
-worker_send <- function(message, values, error, warnings) {
-    .Call(`_bgpool_worker_send`, message, values, error, warnings)
+worker_cancel_requested <- function() {
+    .Call(`_bgpool_worker_cancel_requested`)
 }
 
-worker_run_elements <- function(call, env, n, nforce, seed, index, start) {
-    invisible(.Call(`_bgpool_worker_run_elements`, call, env, n, nforce, seed, index, start))
+worker_send <- function(request, values, error, warnings) {
+    .Call(`_bgpool_worker_send`, request, values, error, warnings)
+}
+
+worker_run_elements <- function(job, inputs, start) {
+    .Call(`_bgpool_worker_run_elements`, job, inputs, start)
+}
+
+worker_position <- function() {
+    .Call(`_bgpool_worker_position`)
+}
+
+worker_chunk_values <- function() {
+    .Call(`_bgpool_worker_chunk_values`)
+}
+
+worker_call <- function(fun, args) {
+    .Call(`_bgpool_worker_call`, fun, args)
 }
 

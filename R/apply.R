@@ -9,18 +9,30 @@
 #' the tasks (many small tasks travel together, long ones one at a time), so
 #' uneven tasks are balanced across workers.
 #'
-#' If a task raises an error, the other elements still run, and then an
-#' error of class `bgpool_task_error` names the failed element; its fields
-#' `failed`, `errors` and `results` hold the failed indices, their original
-#' conditions and every result that finished. If a worker dies, the call
-#' fails with an error of class `bgpool_worker_died` that says how the worker
-#' ended and shows its last output, with the finished `results` and the
-#' `unfinished` indices. Warnings raised by tasks are signalled in the
-#' master; what tasks print goes to the workers' logs ([pool_output()]).
+#' A call returns every element's value, or fails with an error whose
+#' fields account for each element exactly once: `finished` (the indices
+#' whose task returned; their values are in `results`, which is `NULL`
+#' elsewhere), `failed` (whose task raised an error; the conditions are in
+#' `errors`) and `unfinished` (lost with a worker, or never run). If a task
+#' raises an error, the other elements still run, and then an error of
+#' class `bgpool_task_error` names the failed element. If a worker dies,
+#' the call fails with an error of class `bgpool_worker_died` that says how
+#' the worker ended and shows its last output (all the workers lost are in
+#' its `losses` field). Warnings raised by tasks are signalled in the
+#' master, as the conditions they were; what tasks print goes to the
+#' workers' logs ([pool_output()]).
+#'
+#' Tasks run as under `parallel`: `pool_lapply()` and `pool_sapply()` call
+#' `fun(X[[i]], ...)` from the frame of `lapply()` on the worker (with `X`,
+#' `FUN`, `i` and `...`), `pool_map()` calls it as `do.call()` does, and
+#' these frames lead to the worker's global environment.
 #'
 #' @param X A vector (atomic or list); other objects are converted with
 #'   [as.list()].
-#' @param fun,FUN The function to apply, or the name of one.
+#' @param fun,FUN The function to apply, or the name of one: found on the
+#'   workers for `pool_lapply()` and `pool_map()` (as [parallel::parLapply()]
+#'   and [parallel::clusterMap()] find it), in the master for
+#'   `pool_sapply()` (as [parallel::parSapply()] does).
 #' @param ... For `pool_lapply()` and `pool_sapply()`, further arguments to
 #'   `fun`; for `pool_map()`, the vectors to map over.
 #' @param chunk.size `NULL` (the default) for adaptive chunks, or the number
@@ -29,13 +41,17 @@
 #' @param MoreArgs A list of further arguments to `fun`.
 #' @param RECYCLE Whether shorter vectors are recycled to the longest.
 #' @param SIMPLIFY Whether to simplify the result, as [mapply()] does.
-#' @param .retry How many times to re-run, on a fresh worker, the elements
-#'   that a worker which died (or was stopped) did not finish. Errors raised
-#'   by the task's own code are never retried.
+#' @param .retry How many times an element may run again after the worker
+#'   running it was lost (it died, or was stopped at the time limit): a whole
+#'   number from 0 to 1000. It runs again on another worker at once, or,
+#'   when none is left, on a fresh one that is set up as the others were
+#'   (see [pool_call()]). Errors raised by the task's own code are never
+#'   retried.
 #' @param .timeout The time limit, in seconds, for each element's task: a
-#'   task still running then has its worker stopped (and replaced), and the
-#'   call fails with an error of class `bgpool_task_timeout`. With a limit,
-#'   elements are sent one at a time.
+#'   task still running then has its worker stopped (and replaced), and
+#'   unless `.retry` lets it run again, the call fails with an error of
+#'   class `bgpool_task_timeout`. With a limit, elements are sent one at a
+#'   time.
 #' @param .progress Whether to show a progress bar (cli's) that counts the
 #'   elements as they finish: `TRUE`, `FALSE`, or `NULL` for one in
 #'   interactive sessions except while knitting. As cli does, a bar shows
@@ -67,7 +83,7 @@ pool_lapply <- function(X, fun, ..., chunk.size = NULL,
                         .timeout = getOption("bgpool.timeout", Inf),
                         .progress = getOption("bgpool.progress", NULL),
                         .seed = getOption("bgpool.seed", NULL)) {
-  lapply_on_pool("pool_lapply()", X, match_function(fun, "fun", "pool_lapply()", parent.frame()),
+  lapply_on_pool("pool_lapply()", X, function_or_name(fun, "fun", "pool_lapply()"),
                  list(...), chunk.size, .retry, .timeout, .progress, .seed)
 }
 
@@ -97,7 +113,7 @@ pool_map <- function(fun, ..., MoreArgs = NULL, RECYCLE = TRUE, SIMPLIFY = FALSE
                      .seed = getOption("bgpool.seed", NULL)) {
   caller <- "pool_map()"
   handle <- live_pool(caller)
-  fun <- match_function(fun, "fun", caller, parent.frame())
+  fun <- function_or_name(fun, "fun", caller)
   args <- list(...)
   if (length(args) == 0L)
     abort("pool_map(): give at least one vector to map over, e.g. pool_map(f, x = 1:3)",

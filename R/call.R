@@ -7,10 +7,21 @@
 #' [parallel::clusterCall()]. `pool_evalq()` evaluates an expression in each
 #' worker's global environment, like [parallel::clusterEvalQ()].
 #' `pool_export()` assigns variables of the master in each worker's global
-#' environment, like [parallel::clusterExport()]; a worker that replaces one
-#' that died receives them too.
+#' environment, like [parallel::clusterExport()].
 #'
-#' @param fun A function, or the name of one.
+#' These set the workers up, and bgpool records what they did: a worker
+#' that replaces one that died (see `.retry` in [pool_lapply()]) is given,
+#' in order, every export (each name's value as it was when exported) and
+#' every `pool_call()` and `pool_evalq()` that succeeded on all workers
+#' since [init_pool()], so that it starts like the others (with the same
+#' packages attached, options set, variables defined). If that replay
+#' fails, the call that needed the worker fails with an error of class
+#' `bgpool_setup_failed`, and no task runs on a worker set up differently.
+#' State that tasks leave behind, or that calls through [pool_cluster()]
+#' set up, is not replayed.
+#'
+#' @param fun A function, or the name of one (found on the workers, as
+#'   [parallel::clusterCall()] finds it).
 #' @param ... Arguments to `fun`.
 #' @param expr An expression, not evaluated in the master.
 #' @param varlist Names of the variables to export.
@@ -32,8 +43,7 @@
 pool_call <- function(fun, ...) {
   caller <- "pool_call()"
   live_pool(caller)
-  fun <- match_function(fun, "fun", caller, parent.frame())
-  on_workers(caller, fun, list(...), seq_len(pool_size()))
+  set_up_workers(caller, function_or_name(fun, "fun", caller), list(...))
 }
 
 #' @rdname pool_call
@@ -41,7 +51,7 @@ pool_call <- function(fun, ...) {
 pool_evalq <- function(expr) {
   caller <- "pool_evalq()"
   live_pool(caller)
-  on_workers(caller, eval, list(substitute(expr), envir = .GlobalEnv), seq_len(pool_size()))
+  set_up_workers(caller, eval, list(substitute(expr), envir = .GlobalEnv))
 }
 
 #' @rdname pool_call
@@ -60,45 +70,23 @@ pool_export <- function(varlist, envir = .GlobalEnv) {
     abort(sprintf("pool_export(): no variable named %s was found in `envir` or its enclosures; nothing was exported. Create it first, or pass the environment that holds it as `envir`.",
                   paste0("\"", varlist[!found], "\"", collapse = ", ")),
           "bgpool_bad_argument")
-  values <- mget(varlist, envir = envir, inherits = TRUE)
-  export_values(caller, values, seq_len(pool_size()))
-  list2env(values, envir = .bgpool$exports)
+  values <- mget(unique(varlist), envir = envir, inherits = TRUE)
+  # a message carries at most so many descriptors (shared segments)
+  for (batch in split(names(values), ceiling(seq_along(values) / 250L))) {
+    step <- export_step(values[batch])
+    tryCatch(run_step(caller, step, seq_len(pool_size())),
+             error = function(e) {
+               discard_export(step)
+               stop(e)
+             })
+    record_export(step)
+  }
   invisible(NULL)
 }
 
-# Assigns `values` in the global environments of the workers in `slots`.
-# Large vectors travel once, into a shared memory segment that every worker
-# maps copy-on-write; exporting the same unchanged vector again reuses its
-# segment. Everything else is serialized to each worker.
-export_values <- function(caller, values, slots) {
-  threshold <- getOption("bgpool.share_threshold", 1e6)
-  segments <- list()
-  for (name in names(values)) {
-    value <- values[[name]]
-    if (shareable_bytes(value) >= threshold) {
-      segment <- segment_for(name, value)
-      if (!is.null(segment)) segments[[name]] <- segment
-    }
-  }
-  shared <- lapply(names(segments), function(name) {
-    value <- values[[name]]
-    list(type = typeof(value), length = length(value), attributes = attributes(value))
-  })
-  names(shared) <- names(segments)
-  on_workers(caller, worker_assign, list(values[setdiff(names(values), names(segments))], shared),
-             slots, vapply(segments, segment_fd, 0L, USE.NAMES = FALSE))
-}
-
-# The segment holding `value` as exported under `name`: the one made last
-# time if the vector has not changed since, otherwise a new one. NULL when
-# no segment can be made (values are then streamed).
-segment_for <- function(name, value) {
-  hash <- vector_hash(value)
-  cached <- .bgpool$segments[[name]]
-  if (!is.null(cached) && identical(cached$hash, hash) && identical(cached$type, typeof(value)))
-    return(cached$segment)
-  segment <- tryCatch(shared_segment(value), error = function(e) NULL)
-  .bgpool$segments[[name]] <- if (!is.null(segment))
-    list(hash = hash, type = typeof(value), segment = segment)
-  segment
+# Runs fun(...) on every worker and records it when all succeeded.
+set_up_workers <- function(caller, fun, args) {
+  values <- on_workers(caller, fun, args, seq_len(pool_size()))
+  record_call(fun, args)
+  values
 }

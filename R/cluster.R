@@ -3,14 +3,11 @@
 # recvOneData), so parLapply(), clusterApplyLB(), foreach's doParallel and
 # future's cluster backend run on bgpool's workers and transport.
 #
-# A node sends a call at once and reads the reply when asked, so nodes run
-# side by side. Each node has its worker's `pending` calls (their tags,
-# oldest first) and the `replies` read but not yet taken; the pool counts
-# both over all nodes (`cluster_pending`, `cluster_kept`), so that a
-# message costs the same however many nodes there are. Its `con` is an
-# R connection whose descriptor mirrors the worker's socket, or polls as
-# ready while a reply waits in `replies`: future's backend asks
-# socketSelect() on it whether a result is ready.
+# A node is its slot, its pool's handle and `con`, an R connection that
+# future's backend polls with socketSelect() to learn whether a reply is
+# ready (src/node_connection.h; no TCP socket). Everything else about a
+# node (calls awaiting replies, replies read but not yet asked for) lives
+# in the native pool, src/nodes.h; these methods forward to it.
 
 #' The pool as a `parallel` cluster
 #'
@@ -28,7 +25,10 @@
 #' While calls sent through the cluster are unfinished (futures not yet
 #' resolved), `pool_*()` functions wait for them before they run. An
 #' interrupt while waiting for a node abandons the cluster's calls in
-#' flight, as it does for `pool_*()` calls.
+#' flight, as it does for `pool_*()` calls: `parallel` would otherwise take
+#' their replies for answers to later calls. What calls through the
+#' cluster set up on the workers (as `clusterEvalQ()` does) is not replayed
+#' on a worker that replaces a dead one; use [pool_evalq()] for that.
 #'
 #' @return An object of class `c("bgpool_cluster", "cluster")`, one node per
 #'   worker; the same object for the life of the pool.
@@ -42,15 +42,11 @@
 #' @export
 pool_cluster <- function() {
   handle <- live_pool("pool_cluster()")
-  # future keeps its books per cluster "name" (else a hash of the nodes,
-  # which change as calls come and go)
-  if (is.null(.bgpool$cluster)) {
+  # future keeps its books per cluster "name" (else a hash of the nodes)
+  if (is.null(.bgpool$cluster))
     .bgpool$cluster <- structure(lapply(seq_len(pool_size()), new_node, handle = handle),
                                  class = c("bgpool_cluster", "cluster"),
                                  name = basename(pool_state(handle)$dir))
-    .bgpool$cluster_pending <- 0L
-    .bgpool$cluster_kept <- 0L
-  }
   .bgpool$cluster
 }
 
@@ -58,27 +54,9 @@ new_node <- function(slot, handle) {
   node <- new.env(parent = emptyenv())
   node$slot <- slot
   node$handle <- handle
-  node$pending <- list()
-  node$replies <- list()
-  node$con <- mirror_connection(handle, slot)
+  node$con <- pool_node_connection(handle, slot)
   class(node) <- "bgpool_node"
   node
-}
-
-# A connection of the class socketSelect() takes (a listening TCP socket,
-# open for the microseconds until its descriptor is replaced by the
-# mirror; nothing can connect in between that is ever read).
-mirror_connection <- function(handle, slot) {
-  before <- pool_open_fds()
-  con <- serverSocket(0L)
-  fd <- setdiff(pool_open_fds(), before)
-  if (length(fd) != 1L) {
-    close(con)
-    abort("pool_cluster(): could not tell which descriptor R opened for a node; try again",
-          "bgpool_start_failed")
-  }
-  pool_node_mirror(handle, slot, fd, FALSE)
-  con
 }
 
 close_cluster <- function() {
@@ -88,7 +66,7 @@ close_cluster <- function() {
 
 # Whether a node belongs to the pool that exists now (not a deleted one).
 in_current_pool <- function(node) {
-  identical(node$handle, .bgpool$pool)
+  identical(node$handle, .bgpool$pool) && pool_exists()
 }
 
 # The pool handle of a node, if its pool still exists.
@@ -97,16 +75,6 @@ node_pool <- function(node) {
     abort("this cluster's pool has been deleted; create one with init_pool() and get its cluster with pool_cluster()",
           "bgpool_no_pool")
   node$handle
-}
-
-cluster_busy <- function() {
-  isTRUE(.bgpool$cluster_pending > 0L)
-}
-
-# Reads the replies of all calls sent through the cluster into their nodes.
-collect_cluster_replies <- function(handle) {
-  for (node in .bgpool$cluster)
-    while (length(node$pending)) keep_reply(handle, node, receive_reply(handle, node))
 }
 
 #' @exportS3Method parallel::sendData
@@ -118,33 +86,21 @@ sendData.bgpool_node <- function(node, data) {
     abort(sprintf("the pool's cluster cannot take parallel messages of type \"%s\"", data$type),
           "bgpool_bad_argument")
   live_pool("the pool's cluster", drain_cluster = FALSE)
-  lost <- pool_node_send(handle, node$slot, data$data$fun, data$data$args)
-  if (is.null(lost)) {
-    node$pending <- c(node$pending, list(data$data$tag))
-    .bgpool$cluster_pending <- .bgpool$cluster_pending + 1L
-  } else
-    keep_reply(handle, node, parallel_reply(lost, data$data$tag))
+  pool_node_send(handle, node$slot, data$data$fun, data$data$args, data$data$tag)
   invisible(NULL)
 }
 
 #' @exportS3Method parallel::recvData
 recvData.bgpool_node <- function(node) {
-  if (length(node$replies)) return(take_reply(node))
-  handle <- node_pool(node)
-  await_reply(handle, node$slot)
-  deliver(receive_reply(handle, node))
+  parallel_reply(pool_node_receive(node_pool(node), node$slot))
 }
 
 #' @exportS3Method parallel::recvOneData
 recvOneData.bgpool_cluster <- function(cl) {
-  if (.bgpool$cluster_kept > 0L) {
-    ready <- which(vapply(cl, function(node) length(node$replies) > 0L, NA))
-    if (length(ready)) return(list(node = ready[1L], value = take_reply(cl[[ready[1L]]])))
-  }
   handle <- node_pool(cl[[1L]])
-  slots <- if (identical(cl, .bgpool$cluster)) seq_along(cl) else vapply(unclass(cl), `[[`, 0L, "slot")
-  i <- match(await_reply(handle, slots), slots)
-  list(node = i, value = deliver(receive_reply(handle, cl[[i]])))
+  slots <- vapply(unclass(cl), `[[`, 0L, "slot")
+  got <- pool_node_receive_any(handle, slots)
+  list(node = match(got$slot, slots), value = parallel_reply(got$reply))
 }
 
 #' @export
@@ -168,74 +124,25 @@ print.bgpool_node <- function(x, ...) {
   invisible(x)
 }
 
-# Waits until one of the nodes in `slots` has a reply to read; returns its
-# slot. An interrupt abandons all of the cluster's calls in flight: their
-# replies would otherwise answer later calls.
-await_reply <- function(handle, slots) {
-  finished <- FALSE
-  on.exit(if (!finished) abandon_cluster_calls(handle))
-  slot <- pool_node_wait(handle, slots, -1)
-  finished <- TRUE
-  if (slot == 0L)
-    abort("parallel asked the pool's cluster for a reply, but no call is waiting for one (it was abandoned by an interrupt, or the pool was reset); run the call again",
-          "bgpool_bad_argument")
-  slot
-}
-
-abandon_cluster_calls <- function(handle) {
-  owing <- Filter(function(node) length(node$pending) > 0L, .bgpool$cluster)
-  pool_node_cancel(handle, vapply(owing, `[[`, 0L, "slot"))
-  for (node in owing) node$pending <- list()
-  .bgpool$cluster_pending <- 0L
-}
-
-receive_reply <- function(handle, node) {
-  reply <- pool_node_receive(handle, node$slot)
-  tag <- node$pending[[1L]]
-  node$pending <- node$pending[-1L]
-  .bgpool$cluster_pending <- .bgpool$cluster_pending - 1L
-  parallel_reply(reply, tag)
-}
-
-# A worker's reply as parallel's workers send it, `message` =
-# list(type = "VALUE", value, success, time, tag), where a failed call's
-# value is a "try-error" string; with the call's `warnings`.
-parallel_reply <- function(reply, tag) {
+# A node's reply (src/nodes.h: list(tag, reply, lost)) as parallel's
+# workers send it, list(type = "VALUE", value, success, time, tag), a
+# failed call's value being a "try-error" string. The tasks' warnings are
+# signalled here, as parallel asks for the reply.
+parallel_reply <- function(got) {
   failure <- function(message)
     structure(message, class = c("snow-try-error", "try-error"))
-  if (!is.null(reply$lost)) {
-    lost <- reply$lost
+  if (!is.null(got$lost)) {
+    lost <- got$lost
     output <- if (nzchar(lost$output)) paste0("\nIts last output:\n", lost$output) else ""
     value <- failure(sprintf("worker %d (pid %d) %s; it is replaced at the next call%s",
                              lost$worker, lost$pid, lost$how, output))
-    return(list(message = list(type = "VALUE", value = value, success = FALSE, time = 0, tag = tag)))
+    return(list(type = "VALUE", value = value, success = FALSE, time = 0, tag = got$tag))
   }
-  error <- reply[[4L]]
-  value <- if (is.null(error)) reply[[3L]][[1L]] else failure(error$message)
-  list(message = list(type = "VALUE", value = value, success = is.null(error),
-                      time = reply[[5L]], tag = tag),
-       warnings = reply[[6L]])
-}
-
-deliver <- function(reply) {
-  resignal_warnings(reply$warnings)
-  reply$message
-}
-
-# A reply read before parallel asks for it; the node's connection polls
-# as ready until it is taken.
-keep_reply <- function(handle, node, reply) {
-  node$replies <- c(node$replies, list(reply))
-  .bgpool$cluster_kept <- .bgpool$cluster_kept + 1L
-  pool_node_mirror(handle, node$slot, -1L, TRUE)
-}
-
-take_reply <- function(node) {
-  reply <- node$replies[[1L]]
-  node$replies <- node$replies[-1L]
-  if (in_current_pool(node)) {
-    .bgpool$cluster_kept <- .bgpool$cluster_kept - 1L
-    if (!length(node$replies)) pool_node_mirror(node$handle, node$slot, -1L, FALSE)
-  }
-  deliver(reply)
+  reply <- got$reply
+  resignal_warnings(reply[[REPLY_WARNINGS]])
+  error <- reply[[REPLY_ERROR]]
+  value <- if (is.null(error)) reply[[REPLY_VALUES]][[1L]]
+           else failure(conditionMessage(error[[SIGNAL_CONDITION]]))
+  list(type = "VALUE", value = value, success = is.null(error), time = reply[[REPLY_ELAPSED]],
+       tag = got$tag)
 }

@@ -13,10 +13,12 @@ abort <- function(message, class = NULL, ...) {
 }
 
 no_pool_error <- function(caller) {
-  bgpool_error(
-    sprintf("%s: the background pool does not exist; call init_pool() to create it", caller),
-    "bgpool_no_pool"
-  )
+  message <- if (is.null(.bgpool$pool) || pool_owned(.bgpool$pool))
+    sprintf("%s: the background pool does not exist; call init_pool() to create it", caller)
+  else
+    sprintf("%s: the background pool belongs to the R process that created it, not to this process forked from it (by mcparallel() or mclapply(), say), which cannot use it; call init_pool() here to create a pool of this process's own",
+            caller)
+  bgpool_error(message, "bgpool_no_pool")
 }
 
 # Labels for elements in messages: the index, and the name where there is one.
@@ -27,34 +29,35 @@ element_label <- function(index, labels) {
   label
 }
 
-# Signals in the master the warnings that tasks raised on workers.
+# Signals in the master the warnings that tasks raised on workers, each as
+# the condition it was there (with its class and fields).
 resignal_warnings <- function(warnings) {
-  for (w in warnings)
-    warning(structure(class = w$class, list(message = w$message, call = NULL)))
+  for (w in warnings) warning(w[[SIGNAL_CONDITION]])
 }
 
-# The original conditions of failed tasks, rebuilt from what the worker sent.
-task_conditions <- function(errors) {
-  lapply(errors, function(e) structure(class = e$class, list(message = e$message, call = NULL)))
-}
-
-task_error <- function(caller, result, n, labels, unit = "element") {
-  failed <- result$failed
-  first <- result$errors[[1L]]
+task_error <- function(caller, accounts, n, labels, unit = "element") {
+  failed <- accounts$failed
   what <- if (unit == "element") element_label(failed[1L], labels) else sprintf("worker %d", failed[1L])
-  message <- sprintf("%s: %s of %d failed: %s", caller, what, n, first$message)
+  message <- sprintf("%s: %s of %d failed: %s", caller, what, n,
+                     conditionMessage(accounts$errors[[1L]]))
   if (length(failed) > 1L)
     message <- sprintf("%s\n(%d %ss failed in all; the error's `failed` and `errors` fields list them)",
                        message, length(failed), unit)
-  bgpool_error(message, "bgpool_task_error",
-               failed = failed, errors = task_conditions(result$errors),
-               results = result$values)
+  do.call(bgpool_error, c(list(message, "bgpool_task_error"), accounts))
 }
 
-# A worker that died, lost its link, or was stopped for running past the
-# time limit (class bgpool_task_timeout, a kind of bgpool_worker_died).
-worker_lost_error <- function(caller, result, n, labels) {
-  lost <- result$lost
+# Elements left unfinished: a worker died, lost its link, or was stopped for
+# running past the time limit (class bgpool_task_timeout, a kind of
+# bgpool_worker_died). The loss reported is the last one that left an
+# element unfinished; all are in the error's `losses` field.
+worker_lost_error <- function(caller, accounts, n, labels, unit = "element") {
+  losses <- accounts$losses
+  culprits <- Filter(function(lost) any(lost$tasks %in% accounts$unfinished), losses)
+  lost <- if (length(culprits)) culprits[[length(culprits)]] else if (length(losses)) losses[[1L]]
+  if (is.null(lost))
+    return(do.call(bgpool_error, c(list(
+      sprintf("%s: internal error: %d %ss did not run, and no worker was lost; please report this",
+              caller, length(accounts$unfinished), unit), "bgpool_internal_error"), accounts)))
   tasks <- lost$tasks
   running <- if (length(tasks)) {
     sprintf(" while running %s%s", element_label(tasks[1L], labels),
@@ -66,11 +69,19 @@ worker_lost_error <- function(caller, result, n, labels) {
   else
     "Set `.retry` (or options(bgpool.retry)) to re-run lost elements on a fresh worker."
   message <- sprintf(
-    "%s: worker %d (pid %d) %s%s. Finished results are in the error's `results` field, unfinished elements in `unfinished`; the worker is replaced at the next call. %s%s",
-    caller, lost$worker, lost$pid, lost$how, running, advice, output)
+    "%s: worker %d (pid %d) %s%s; %d of %d %ss did not finish. Finished results are in the error's `results` field (`finished` lists them), the others in `unfinished` and `failed`; the worker is replaced at the next call. %s%s",
+    caller, lost$worker, lost$pid, lost$how, running, length(accounts$unfinished), n, unit,
+    advice, output)
   class <- if (lost$timed_out) c("bgpool_task_timeout", "bgpool_worker_died") else "bgpool_worker_died"
-  bgpool_error(message, class,
-               worker = lost$worker, pid = lost$pid, how = lost$how, output = lost$output,
-               tasks = tasks, results = result$values, unfinished = which(!result$done),
-               failed = result$failed, errors = task_conditions(result$errors))
+  do.call(bgpool_error, c(list(message, class, worker = lost$worker, pid = lost$pid,
+                               how = lost$how, output = lost$output, tasks = tasks), accounts))
+}
+
+# A worker that replaced a dead one could not be set up as the others.
+worker_replaced_error <- function(caller, slots, cause) {
+  bgpool_error(
+    sprintf("%s: worker%s %s replaced one that died, but setting it up as the others were (the exports, pool_call() and pool_evalq() calls since init_pool(), replayed in order) failed: %s\nThe worker was stopped, so that no task runs on a worker set up differently. Create the pool afresh with init_pool(restart = TRUE) and set it up again.",
+            caller, if (length(slots) > 1L) "s" else "", paste(slots, collapse = ", "),
+            conditionMessage(cause)),
+    "bgpool_setup_failed", workers = slots, parent = cause)
 }

@@ -1,10 +1,9 @@
 # The pool's lifecycle: create, reset, delete, inspect.
 
-# The session's one pool: `pool` (the native handle), `size`, `exports`
-# (what pool_export() sent since init_pool(), replayed to any worker that
-# replaces a dead one), `segments` (the shared memory of large exports),
-# `lib_paths` (the library paths the workers were given) and `cluster`
-# (pool_cluster()'s object, once asked for).
+# The session's one pool: `pool` (the native handle), `size`, `setup` and
+# `segments` (the workers' recorded set-up, R/setup.R), `lib_paths` (the
+# library paths the workers were given) and `cluster` (pool_cluster()'s
+# object, once asked for).
 .bgpool <- new.env(parent = emptyenv())
 
 #' Create, reset or delete the background pool
@@ -87,12 +86,14 @@ init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
   seed <- seed_stream(seed, "init_pool()", "seed")
   options <- worker_options(...)
   size <- limit_cores(size)
+  # a pool inherited from the process this one was forked from is not ours
+  if (!is.null(.bgpool$pool) && !pool_exists()) stop_pool()
   if (restart || !pool_exists() || pool_size() < size) {
     delete_pool()
     message("Creating background pool")
     create_pool(size, options)
   } else {
-    forget_exports()
+    forget_setup()
     live_pool("init_pool()")  # a worker that died is replaced first
     on_workers("init_pool()", worker_reset, list(getwd(), .libPaths()), seq_len(pool_size()))
   }
@@ -113,7 +114,7 @@ delete_pool <- function() {
 #' @rdname init_pool
 #' @export
 pool_exists <- function() {
-  !is.null(.bgpool$pool)
+  !is.null(.bgpool$pool) && pool_owned(.bgpool$pool)
 }
 
 #' @rdname init_pool
@@ -230,7 +231,13 @@ check_outfile <- function(outfile) {
   if (!dir.exists(dir))
     abort(sprintf("init_pool(): option `outfile`: the directory %s does not exist; create it or choose another file",
                   dir), "bgpool_bad_argument")
-  file.path(normalizePath(dir), basename(outfile))
+  path <- file.path(normalizePath(dir), basename(outfile))
+  writable <- if (file.exists(path)) file.access(path, 2L) == 0L && !dir.exists(path)
+              else file.access(dir, 2L) == 0L
+  if (!writable)
+    abort(sprintf("init_pool(): option `outfile`: %s cannot be written to; choose a file you can write",
+                  path), "bgpool_bad_argument")
+  path
 }
 
 create_pool <- function(size, options) {
@@ -249,7 +256,7 @@ create_pool <- function(size, options) {
   .bgpool$pool <- handle
   .bgpool$size <- size
   .bgpool$renice <- options$renice
-  forget_exports()
+  forget_setup()
   renice_workers(seq_len(size))
 }
 
@@ -267,27 +274,24 @@ renice_workers <- function(slots) {
   invisible()
 }
 
-forget_exports <- function() {
-  .bgpool$exports <- new.env(parent = emptyenv())
-  .bgpool$segments <- new.env(parent = emptyenv())
-}
-
 # A master that was killed (SIGKILL, crash) cannot remove its pool's
 # directory; its workers exit on their own. Such directories, found in
-# other sessions' temporary directories, are removed here.
+# other sessions' temporary directories, are removed here: those whose
+# lock no live process holds (the kernel released the dead master's).
 remove_orphaned_dirs <- function() {
   dirs <- Sys.glob(file.path(dirname(tempdir()), "Rtmp*", "bgpool-*-*"))
-  dirs <- dirs[grepl("^bgpool-[0-9]+-", basename(dirs))]
-  pids <- as.integer(sub("^bgpool-([0-9]+)-.*$", "\\1", basename(dirs)))
   mine <- file.info(dirs, extra_cols = TRUE)$uname %in% Sys.info()[["effective_user"]]
-  orphaned <- dirs[mine & !is.na(pids) & pids != Sys.getpid() &
-                     !file.exists(file.path("/proc", pids))]
-  unlink(orphaned, recursive = TRUE)
+  for (dir in dirs[mine])
+    if (pool_dir_abandoned(dir)) unlink(dir, recursive = TRUE)
 }
 
+# Deletes the pool of this process; a pool inherited by a forked process
+# is only let go of (the process that made it still uses it).
 stop_pool <- function() {
   handle <- .bgpool$pool
+  owned <- pool_owned(handle)
   close_cluster()
+  if (owned) forget_setup()
   rm(list = ls(.bgpool, all.names = TRUE), envir = .bgpool)
   pool_stop(handle)
 }
@@ -301,17 +305,18 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
-  if (drain_cluster && cluster_busy()) collect_cluster_replies(handle)
-  replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1))
+  if (drain_cluster && pool_node_busy(handle)) pool_node_collect(handle)
+  replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1),
+                           getOption("bgpool.log_limit", 1e7))
   if (length(replaced)) {
+    tryCatch(pool_replace(handle, replaced), error = function(e)
+      abort(sprintf("%s: could not start a worker to replace one that died: %s",
+                    caller, conditionMessage(e)), "bgpool_start_failed"))
     renice_workers(replaced)
-    on_workers(caller, worker_reset, list(getwd(), .libPaths()), replaced)
-    exports <- as.list(.bgpool$exports, all.names = TRUE)
-    if (length(exports))
-      export_values(caller, exports, replaced)
+    replay_setup(caller, replaced)
   }
   # Workers see library paths the master added after the pool started.
-  if (!identical(.libPaths(), .bgpool$lib_paths) && !cluster_busy()) {
+  if (!identical(.libPaths(), .bgpool$lib_paths) && !pool_node_busy(handle)) {
     on_workers(caller, worker_lib_paths, list(.libPaths()), seq_len(pool_size()))
     .bgpool$lib_paths <- .libPaths()
   }

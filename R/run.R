@@ -1,12 +1,16 @@
-# Running work on the pool and turning the outcome into results or errors.
+# Running work on the pool and turning what came of it into the answer.
 #
-# The native scheduler returns list(values, done, failed, errors, warnings,
-# lost): `values` in input order; `done` whether each element ran (finished
-# or failed); `failed` the indices whose task raised an error, with the
-# worker's `errors` (message and class); the tasks' `warnings` (position,
-# message, class); `lost`, when a worker died, its link broke or its task
-# ran past the time limit: which worker, how it ended, its last output and
-# the elements it was running.
+# The native scheduler (src/scheduler.h) returns list(values, finished,
+# failed, errors, warnings, losses, attempts):
+#   values    a list in input order: the value of each finished element
+#   finished  whether each element's task returned
+#   failed    the indices whose task raised an error; `errors` their
+#             conditions
+#   warnings  list(position, condition) for each warning a task raised
+#   losses    each worker lost (it died, its link broke, or it was stopped
+#             at the time limit): list(worker, pid, how, timed_out, output,
+#             tasks), `tasks` the elements it was running
+#   attempts  NULL, or how many times each element was lost
 
 run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, labels,
                          retry, timeout, progress, seed) {
@@ -16,20 +20,21 @@ run_elements <- function(caller, handle, job, inputs, is_map, n, chunk_size, lab
   job$seed <- seed_stream(seed, caller, ".seed")
   # a time limit applies to each task, so each task travels alone
   if (is.finite(timeout)) chunk_size <- 1
-  result <- run_attempts(caller, handle, job, inputs, is_map, n, chunk_size, retry, timeout,
-                         progress)
-  check_result(caller, result, n, labels)
+  outcome <- run_attempts(caller, handle, job, inputs, is_map, n, chunk_size, retry, timeout,
+                          progress)
+  call_outcome(caller, outcome, n, labels)
 }
 
-# Runs the elements, then re-runs on fresh workers what a lost worker did
-# not finish (not a task that ran past its time limit: it would again),
-# `retry` times at most. With `progress`, one progress bar follows all
-# attempts; cli removes it when this function exits, so it is gone before
-# any error about the outcome is shown.
+# Runs the elements; a lost worker's elements run again on the others, up
+# to `retry` times each. When no worker is left, the lost ones are
+# replaced (set up as the others) and the elements that may still run
+# again do, at most `retry` more times. With `progress`, one progress bar
+# follows it all; cli removes it when this function exits, so it is gone
+# before any error about the outcome is shown.
 run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, retry, timeout,
                          progress) {
   limit <- if (is.finite(timeout)) timeout else 0
-  done_before <- 0  # elements done by earlier attempts
+  done_before <- 0  # elements done in earlier rounds
   update <- NULL
   if (progress && n > 0) {
     # cli:: rather than an import: workers never load cli, which starts them sooner
@@ -38,43 +43,55 @@ run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, ret
       format = "{cli::pb_name}{cli::pb_bar} {cli::pb_current}/{cli::pb_total} | ETA: {cli::pb_eta}")
     update <- function(done) cli::cli_progress_update(set = done_before + done, id = bar)
   }
-  result <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size, limit, update)
-  while (!is.null(result$lost) && retry > 0) {
-    redo <- which(!result$done)
-    if (isTRUE(result$lost$timed_out)) redo <- setdiff(redo, result$lost$tasks[1L])
+  outcome <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size, limit, retry, NULL,
+                               update)
+  for (round in seq_len(retry)) {
+    redo <- which(!outcome$finished)
+    redo <- redo[!redo %in% outcome$failed]
+    if (!is.null(outcome$attempts)) redo <- redo[outcome$attempts[redo] <= retry]
     if (!length(redo)) break
-    retry <- retry - 1
     handle <- live_pool(caller)
     # seeded tasks run with the streams of their original positions
     job$index <- as.double(redo)
-    done_before <- sum(result$done)
+    done_before <- sum(outcome$finished) + length(outcome$failed)
     again <- pool_run_elements(handle, job, take_elements(inputs, redo, is_map), is_map,
-                               length(redo), chunk_size, limit, update)
-    result <- merge_results(result, again, redo)
+                               length(redo), chunk_size, limit, retry, outcome$attempts[redo],
+                               update)
+    outcome <- merge_outcomes(outcome, again, redo)
   }
-  result
+  outcome
 }
 
 on_workers <- function(caller, fun, args, slots, fds = integer()) {
-  result <- pool_run_on_workers(.bgpool$pool, fun, args, slots, fds)
-  check_result(caller, result, length(slots), labels = NULL, unit = "worker")
+  outcome <- pool_run_on_workers(.bgpool$pool, fun, args, slots, fds)
+  call_outcome(caller, outcome, length(slots), labels = NULL, unit = "worker")
 }
 
-check_result <- function(caller, result, n, labels, unit = "element") {
-  if (is.null(result$lost) && !length(result$failed) && !length(result$warnings))
-    return(result$values)
-  # failures arrive as workers finish; report them in input order
-  if (length(result$failed) > 1L) {
-    in_order <- order(result$failed)
-    result$failed <- result$failed[in_order]
-    result$errors <- result$errors[in_order]
-  }
-  resignal_warnings(result$warnings)
-  if (!is.null(result$lost))
-    stop(worker_lost_error(caller, result, n, labels))
-  if (length(result$failed))
-    stop(task_error(caller, result, n, labels, unit))
-  result$values
+# The one place where what came of a call becomes its answer: every
+# element's value when every element finished; otherwise an error of class
+# bgpool_error whose fields account for each element exactly once:
+# `finished` (their values are in `results`, NULL elsewhere), `failed`
+# (their tasks' conditions in `errors`) and `unfinished` (lost with its
+# worker, or never run). Tasks' warnings are signalled first.
+call_outcome <- function(caller, outcome, n, labels, unit = "element") {
+  if (!length(outcome$warnings) && !length(outcome$failed) && all(outcome$finished))
+    return(outcome$values)
+  resignal_warnings(outcome$warnings)
+  in_order <- order(outcome$failed)
+  failed <- outcome$failed[in_order]
+  errors <- outcome$errors[in_order]
+  finished <- which(outcome$finished)
+  unfinished <- setdiff(seq_len(n), c(finished, failed))
+  if (anyDuplicated(c(finished, failed)))
+    stop(bgpool_error(sprintf("%s: internal error: an element was both finished and failed; please report this",
+                              caller), "bgpool_internal_error"))
+  accounts <- list(results = outcome$values, finished = finished, failed = failed,
+                   errors = errors, unfinished = unfinished, losses = outcome$losses)
+  if (length(unfinished))
+    stop(worker_lost_error(caller, accounts, n, labels, unit))
+  if (length(failed))
+    stop(task_error(caller, accounts, n, labels, unit))
+  outcome$values
 }
 
 # The elements at `index` of the inputs (recycled, for map).
@@ -83,35 +100,46 @@ take_elements <- function(inputs, index, is_map) {
   lapply(inputs, function(x) x[(index - 1L) %% length(x) + 1L])
 }
 
-# `again` ran the elements at `index` of the first attempt.
-merge_results <- function(first, again, index) {
+# `again` ran the elements at `index` of `first`.
+merge_outcomes <- function(first, again, index) {
   first$values[index] <- again$values
-  first$done[index] <- again$done
+  first$finished[index] <- again$finished
   first$failed <- c(first$failed, index[again$failed])
   first$errors <- c(first$errors, again$errors)
   first$warnings <- c(first$warnings, lapply(again$warnings, function(w) {
-    w$position <- index[w$position]
+    w[[1L]] <- index[w[[1L]]]
     w
   }))
-  first$lost <- if (!is.null(again$lost)) {
-    again$lost$tasks <- index[again$lost$tasks]
-    again$lost
+  first$losses <- c(first$losses, lapply(again$losses, function(lost) {
+    lost$tasks <- index[lost$tasks]
+    lost
+  }))
+  if (!is.null(again$attempts)) {
+    if (is.null(first$attempts)) first$attempts <- integer(length(first$finished))
+    first$attempts[index] <- again$attempts
   }
   first
 }
 
-# match.fun() with an error that says what to pass instead.
-# `env` is where the user's call was made.
-match_function <- function(fun, arg, caller, env) {
-  if (is.function(fun)) return(fun)
-  if (is.character(fun) && length(fun) == 1L && !is.na(fun)) {
-    found <- get0(fun, envir = env, mode = "function")
-    if (!is.null(found)) return(found)
-    abort(sprintf("%s: `%s` must be a function or the name of one; no function named \"%s\" was found",
-                  caller, arg, fun), "bgpool_bad_argument")
-  }
+# A function, or the name of one to be found on the workers, as
+# parLapply(), clusterMap() and clusterCall() find it.
+function_or_name <- function(fun, arg, caller) {
+  if (is.function(fun) || (is.character(fun) && length(fun) == 1L && !is.na(fun) && nzchar(fun)))
+    return(fun)
   abort(sprintf("%s: `%s` must be a function or the name of one, not %s",
                 caller, arg, class(fun)[1L]), "bgpool_bad_argument")
+}
+
+# match.fun() with an error that says what to pass instead: the function
+# is found in the master, as parSapply() finds it. `env` is where the
+# user's call was made.
+match_function <- function(fun, arg, caller, env) {
+  fun <- function_or_name(fun, arg, caller)
+  if (is.function(fun)) return(fun)
+  found <- get0(fun, envir = env, mode = "function")
+  if (!is.null(found)) return(found)
+  abort(sprintf("%s: `%s` must be a function or the name of one; no function named \"%s\" was found",
+                caller, arg, fun), "bgpool_bad_argument")
 }
 
 check_chunk_size <- function(chunk.size, caller) {
@@ -124,9 +152,11 @@ check_chunk_size <- function(chunk.size, caller) {
 }
 
 check_retry <- function(retry, caller) {
-  if (!is.numeric(retry) || length(retry) != 1L || is.na(retry) || retry < 0)
-    abort(sprintf("%s: `.retry` must be a whole number, 0 or more", caller), "bgpool_bad_argument")
-  floor(retry)
+  if (!is.numeric(retry) || length(retry) != 1L || !is.finite(retry) || retry < 0 ||
+        retry > 1000)
+    abort(sprintf("%s: `.retry` must be a whole number from 0 to 1000 (how many times a lost element may run again), not %s",
+                  caller, deparse1(retry, nlines = 1L)), "bgpool_bad_argument")
+  as.integer(floor(retry))
 }
 
 # Whether to show a progress bar: NULL decides (in interactive sessions,

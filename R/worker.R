@@ -1,131 +1,131 @@
 # The template process, started by the master as
 # `Rscript -e 'bgpool:::template_main()'`, forks a worker per request (see
 # src/pool.h). A worker connects back over the pool's private socket, then
-# runs what it is sent until the master goes away.
-# Messages (built in src/scheduler.cpp):
-#   list(1L, call_id, start, inputs, job)  a chunk of elements; `job`
-#       (function, fixed arguments, and for seeded calls the first random
-#       number stream `seed` and, in a re-run of some elements, their
-#       original `index`) comes with a call's first chunk only
-#   list(2L, call_id, fun, args)           do.call(fun, args) once
-# Each gets the reply list(call_id, start, values, error, elapsed, warnings)
-# (built in src/worker.cpp). A task's warnings travel back to be signalled
-# in the master; its other output goes to the worker's log (pool_output()).
+# answers requests (R/protocol.R) until the master goes away: a chunk of
+# elements to apply the call's job to, or one call. A task's warnings
+# travel back to be signalled in the master; its other output goes to the
+# worker's log (pool_output()).
 
 template_main <- function() {
   # An R process removes its temporary directory when it ends, also one
   # forked from the template, which would share the template's. So the
   # template gives its own up, and each worker makes one of its own, in the
-  # pool's directory (TMPDIR), which goes with the pool.
+  # pool's directory, which goes with the pool.
   unlink(tempdir(), recursive = TRUE)
   slot <- template_serve()
   if (slot > 0) {
+    worker_connect(slot)
     tempdir(check = TRUE)
-    worker_main(slot)
+    worker_main()
   }
   invisible(NULL)
 }
 
-# Error, interrupt (a cancelled call) and warning handlers are set up once
-# around a loop over many messages, not once per message: they cost more
-# than a small task. After a task's error the loop is entered afresh.
-worker_main <- function(slot) {
-  worker_connect(slot)
+# Error, warning and interrupt handlers are set up once around a loop over
+# many requests, not once per request: they cost more than a small task.
+# After a task's error the loop is entered afresh.
+worker_main <- function() {
   state <- new.env(parent = emptyenv())
   state$job <- NULL
   repeat {
-    finished <- tryCatch(
-      withCallingHandlers(serve(state), warning = function(w) keep_warning(state, w)),
-      error = function(e) reply_failure(state, e),
-      interrupt = function(e) reply_failure(state, NULL))
+    finished <- withRestarts(
+      tryCatch(
+        withCallingHandlers(serve(state),
+                            warning = function(w) keep_warning(state, w),
+                            interrupt = function(i) if (worker_cancel_requested()) invokeRestart("bgpool_cancel")),
+        error = function(e) reply_failure(state, e)),
+      bgpool_cancel = function() reply_failure(state, cancelled()))
     if (finished) break
   }
   invisible(NULL)
 }
 
-# Serves messages until the master goes away (TRUE). `state` tells the
-# handlers which message is being run: `message`, the chunk's evaluation
-# environment `env` (where k is the element being run) and `warnings`.
+# Serves requests until the master goes away (TRUE). `state` holds the
+# request being served, the warnings of its tasks and the call's job.
 serve <- function(state) {
   repeat {
-    state$message <- NULL
-    message <- worker_receive()
-    if (is.null(message)) return(TRUE)
-    state$message <- message
-    state$env <- NULL
+    state$request <- NULL
     state$warnings <- NULL
+    request <- worker_receive()
+    if (is.null(request)) return(TRUE)
+    state$request <- request
     if (worker_call_cancelled()) {
       values <- NULL
-      error <- cancelled(1L)
-    } else if (message[[1L]] == 1L) {
-      if (!is.null(message[[5L]])) state$job <- prepare_job(message[[5L]])
-      values <- run_chunk(state, message[[4L]], message[[3L]])
+      error <- signal(1L, cancelled())
+    } else if (request[[REQUEST_KIND]] == KIND_CHUNK) {
+      if (!is.null(request[[REQUEST_JOB]]))
+        state$job <- prepare_job(request[[REQUEST_JOB]], request[[REQUEST_CALL]])
+      values <- run_chunk(state$job, request)
       error <- NULL
     } else {
-      values <- list(do.call(message[[3L]], message[[4L]], quote = TRUE))
+      values <- list(worker_call(request[[REQUEST_JOB]], request[[REQUEST_DATA]]))
       error <- NULL
     }
-    if (!worker_send(message, values, error, state$warnings)) return(TRUE)
+    if (!worker_send(request, values, error, state$warnings)) return(TRUE)
   }
 }
 
-# The call evaluated for element k of `inputs`, as lapply() and clusterMap()
-# make it: fun(inputs[[k]], <extra>), or fun(inputs[[1]][[k]], ...,
-# <MoreArgs>) named as the inputs are, with the extra arguments quoted as
-# do.call(quote = TRUE) does. `nforce` element arguments are forced first.
-prepare_job <- function(job) {
-  extra <- lapply(job$extra, enquote)
-  prepared <- if (job$kind == "lapply") {
-    list(is_map = FALSE, nforce = 1L, call = as.call(c(list(job$fun, quote(inputs[[k]])), extra)))
-  } else {
-    args <- lapply(seq_len(job$arity), function(j) bquote(inputs[[.(j)]][[k]]))
-    names(args) <- job$names
-    list(is_map = TRUE, nforce = job$arity, call = as.call(c(list(job$fun), args, extra)))
+# The job of a call, for worker_run_elements(). A function given by name is
+# found here, on the worker, as parLapply() and clusterMap() find it; one
+# that is not found fails each element with the error that says so.
+prepare_job <- function(job, call) {
+  if (is.character(job$fun)) {
+    job$fun <- tryCatch(get(job$fun, envir = globalenv(), mode = "function"),
+                        error = function(e) function(...) stop(e))
   }
-  c(prepared, list(seed = job$seed, index = job$index))
+  job$call <- call
+  job
 }
 
-# `start`: how many elements of the call come before the chunk.
-run_chunk <- function(state, inputs, start) {
-  job <- state$job
-  env <- new.env(parent = baseenv())
-  env$inputs <- inputs
-  state$env <- env
+run_chunk <- function(job, request) {
+  # the job comes with a call's first chunk to each worker
+  if (!identical(job$call, request[[REQUEST_CALL]]))
+    stop("bgpool: this worker did not receive the call's function; this is a bug in bgpool")
   # Seeded tasks use their own streams; the worker's own comes back after.
   if (!is.null(job$seed)) {
     saved <- rng_state()
     on.exit(restore_rng(saved))
   }
-  worker_run_elements(job$call, env, if (job$is_map) length(inputs[[1L]]) else length(inputs),
-                      job$nforce, job$seed, job$index, start)
-  env$values
+  worker_run_elements(job, request[[REQUEST_DATA]], request[[REQUEST_START]])
 }
 
-# The position (in the message) of the element being run.
-position <- function(state) {
-  if (is.null(state$env)) 1L else state$env$k
-}
-
+# A task's warning travels back to be signalled in the master, as R would
+# have shown it: not when R would ignore it (options(warn) below 0) or turn
+# it into an error (2 or more), nor when nobody could muffle it (a warning
+# given to signalCondition() is shown by nobody).
 keep_warning <- function(state, w) {
-  state$warnings[[length(state$warnings) + 1L]] <-
-    list(position = position(state), message = conditionMessage(w), class = class(w))
+  warn <- getOption("warn", 0)
+  if (!is.numeric(warn) || warn < 0 || warn >= 2 || is.null(findRestart("muffleWarning")))
+    return()
+  state$warnings[[length(state$warnings) + 1L]] <- signal(worker_position(), sendable(w))
   invokeRestart("muffleWarning")
 }
 
-# Replies to the message whose task failed (e = NULL: the call was
-# cancelled), with the values of the elements before it. Returns whether
-# the worker is done (the master has gone, or the failure was not a task's).
-reply_failure <- function(state, e) {
-  message <- state$message
-  if (is.null(message)) return(!is.null(e))
-  error <- if (is.null(e)) cancelled(position(state))
-           else list(position = position(state), message = conditionMessage(e), class = class(e))
-  values <- if (is.null(state$env)) NULL else state$env$values
-  !worker_send(message, values, error, state$warnings)
+# Replies to the request whose task failed, with the values of the
+# elements before it. Returns whether the worker is done (the master has
+# gone, or the failure was not a task's).
+reply_failure <- function(state, condition) {
+  request <- state$request
+  if (is.null(request)) return(TRUE)
+  !worker_send(request, worker_chunk_values(), signal(worker_position(), sendable(condition)),
+               state$warnings)
 }
 
-cancelled <- function(position) {
-  list(position = position, message = "cancelled", class = c("interrupt", "condition"))
+cancelled <- function() {
+  structure(class = c("bgpool_cancelled", "interrupt", "condition"),
+            list(message = "cancelled", call = NULL))
+}
+
+# A condition as it travels to the master: its message a string (an empty
+# one would say nothing), its call dropped when large (a call made by
+# do.call() holds the arguments' values).
+sendable <- function(condition) {
+  message <- conditionMessage(condition)
+  if (!is.character(message) || length(message) != 1L || is.na(message) || !nzchar(message))
+    condition$message <- sprintf("a condition of class %s with no message", class(condition)[1L])
+  if (!is.null(condition$call) && utils::object.size(condition$call) > 65536)
+    condition$call <- NULL
+  condition
 }
 
 # What init_pool() does to an existing worker (as AzureRMR does), and the
@@ -133,6 +133,7 @@ cancelled <- function(position) {
 worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
+  gc(full = FALSE, verbose = FALSE)  # shared vectors among them unmap now
   worker_lib_paths(lib_paths)
 }
 
@@ -141,15 +142,32 @@ worker_lib_paths <- function(lib_paths) {
   invisible(NULL)
 }
 
-# `shared` describes vectors whose data came as shared segments (their
-# fds came with the message, in the same order).
-worker_assign <- function(values, shared = list()) {
-  list2env(values, envir = .GlobalEnv)
-  mapped <- lapply(shared, function(spec) {
-    value <- map_shared_vector(worker_take_fd(), spec$type, spec$length)
-    if (!is.null(spec$attributes)) attributes(value) <- spec$attributes
-    value
-  })
-  list2env(mapped, envir = .GlobalEnv)
+# Assigns exported values (R/setup.R) in the global environment: each
+# entry is serialized (a snapshot taken when it was exported), or a vector
+# whose data came as a shared segment with the request (its descriptor's
+# position among the request's). A shared vector replaced here is
+# collected at once, so that its memory goes without waiting for R's next
+# collection.
+worker_assign <- function(entries) {
+  replaced_shared <- FALSE
+  for (entry in entries) {
+    old <- get0(entry$name, envir = .GlobalEnv, inherits = FALSE)
+    replaced_shared <- replaced_shared || is_shared_vector(old)
+    value <- if (is.null(entry$segment)) unserialize(entry$value) else {
+      spec <- entry$segment
+      shared <- map_shared_vector(worker_take_descriptor(spec$descriptor), spec$type, spec$length)
+      if (!is.null(spec$attributes)) attributes(shared) <- spec$attributes
+      shared
+    }
+    assign(entry$name, value, envir = .GlobalEnv)
+  }
+  if (replaced_shared) gc(full = FALSE, verbose = FALSE)
+  invisible(NULL)
+}
+
+# A pool_call() or pool_evalq() recorded for replay (R/setup.R).
+worker_replay <- function(call) {
+  call <- unserialize(call)
+  worker_call(call$fun, call$args)
   invisible(NULL)
 }

@@ -35,6 +35,16 @@ BEGIN_RCPP
     return R_NilValue;
 END_RCPP
 }
+// pool_owned
+bool pool_owned(SEXP xp);
+RcppExport SEXP _bgpool_pool_owned(SEXP xpSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_owned(xp));
+    return rcpp_result_gen;
+END_RCPP
+}
 // pool_state
 Rcpp::List pool_state(SEXP xp);
 RcppExport SEXP _bgpool_pool_state(SEXP xpSEXP) {
@@ -46,19 +56,40 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_prepare
-std::vector<int> pool_prepare(SEXP xp, double grace);
-RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP) {
+std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit);
+RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP, SEXP log_limitSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     Rcpp::traits::input_parameter< double >::type grace(graceSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace));
+    Rcpp::traits::input_parameter< double >::type log_limit(log_limitSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace, log_limit));
     return rcpp_result_gen;
 END_RCPP
 }
+// pool_replace
+void pool_replace(SEXP xp, std::vector<int> slots);
+RcppExport SEXP _bgpool_pool_replace(SEXP xpSEXP, SEXP slotsSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
+    pool_replace(xp, slots);
+    return R_NilValue;
+END_RCPP
+}
+// pool_kill_workers
+void pool_kill_workers(SEXP xp, std::vector<int> slots);
+RcppExport SEXP _bgpool_pool_kill_workers(SEXP xpSEXP, SEXP slotsSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
+    pool_kill_workers(xp, slots);
+    return R_NilValue;
+END_RCPP
+}
 // pool_run_elements
-SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size, double timeout, SEXP progress);
-RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP, SEXP timeoutSEXP, SEXP progressSEXP) {
+SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n, double chunk_size, double timeout, int retry, SEXP attempts, SEXP progress);
+RcppExport SEXP _bgpool_pool_run_elements(SEXP xpSEXP, SEXP jobSEXP, SEXP inputsSEXP, SEXP is_mapSEXP, SEXP nSEXP, SEXP chunk_sizeSEXP, SEXP timeoutSEXP, SEXP retrySEXP, SEXP attemptsSEXP, SEXP progressSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
@@ -68,8 +99,10 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< double >::type n(nSEXP);
     Rcpp::traits::input_parameter< double >::type chunk_size(chunk_sizeSEXP);
     Rcpp::traits::input_parameter< double >::type timeout(timeoutSEXP);
+    Rcpp::traits::input_parameter< int >::type retry(retrySEXP);
+    Rcpp::traits::input_parameter< SEXP >::type attempts(attemptsSEXP);
     Rcpp::traits::input_parameter< SEXP >::type progress(progressSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size, timeout, progress));
+    rcpp_result_gen = Rcpp::wrap(pool_run_elements(xp, job, inputs, is_map, n, chunk_size, timeout, retry, attempts, progress));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -88,28 +121,16 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_node_send
-SEXP pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args);
-RcppExport SEXP _bgpool_pool_node_send(SEXP xpSEXP, SEXP slotSEXP, SEXP funSEXP, SEXP argsSEXP) {
+void pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args, SEXP tag);
+RcppExport SEXP _bgpool_pool_node_send(SEXP xpSEXP, SEXP slotSEXP, SEXP funSEXP, SEXP argsSEXP, SEXP tagSEXP) {
 BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
     Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
     Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_node_send(xp, slot, fun, args));
-    return rcpp_result_gen;
-END_RCPP
-}
-// pool_node_wait
-int pool_node_wait(SEXP xp, std::vector<int> slots, double timeout);
-RcppExport SEXP _bgpool_pool_node_wait(SEXP xpSEXP, SEXP slotsSEXP, SEXP timeoutSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
-    Rcpp::traits::input_parameter< double >::type timeout(timeoutSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_node_wait(xp, slots, timeout));
-    return rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type tag(tagSEXP);
+    pool_node_send(xp, slot, fun, args, tag);
+    return R_NilValue;
 END_RCPP
 }
 // pool_node_receive
@@ -123,34 +144,63 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// pool_node_cancel
-void pool_node_cancel(SEXP xp, std::vector<int> slots);
-RcppExport SEXP _bgpool_pool_node_cancel(SEXP xpSEXP, SEXP slotsSEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
-    pool_node_cancel(xp, slots);
-    return R_NilValue;
-END_RCPP
-}
-// pool_node_mirror
-void pool_node_mirror(SEXP xp, int slot, int fd, bool ready);
-RcppExport SEXP _bgpool_pool_node_mirror(SEXP xpSEXP, SEXP slotSEXP, SEXP fdSEXP, SEXP readySEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
-    Rcpp::traits::input_parameter< int >::type fd(fdSEXP);
-    Rcpp::traits::input_parameter< bool >::type ready(readySEXP);
-    pool_node_mirror(xp, slot, fd, ready);
-    return R_NilValue;
-END_RCPP
-}
-// pool_open_fds
-std::vector<int> pool_open_fds();
-RcppExport SEXP _bgpool_pool_open_fds() {
+// pool_node_receive_any
+SEXP pool_node_receive_any(SEXP xp, std::vector<int> slots);
+RcppExport SEXP _bgpool_pool_node_receive_any(SEXP xpSEXP, SEXP slotsSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(pool_open_fds());
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_receive_any(xp, slots));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_node_busy
+bool pool_node_busy(SEXP xp);
+RcppExport SEXP _bgpool_pool_node_busy(SEXP xpSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_busy(xp));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_node_collect
+void pool_node_collect(SEXP xp);
+RcppExport SEXP _bgpool_pool_node_collect(SEXP xpSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    pool_node_collect(xp);
+    return R_NilValue;
+END_RCPP
+}
+// pool_node_connection
+SEXP pool_node_connection(SEXP xp, int slot);
+RcppExport SEXP _bgpool_pool_node_connection(SEXP xpSEXP, SEXP slotSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_node_connection(xp, slot));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_dir_abandoned
+bool pool_dir_abandoned(std::string dir);
+RcppExport SEXP _bgpool_pool_dir_abandoned(SEXP dirSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< std::string >::type dir(dirSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_dir_abandoned(dir));
+    return rcpp_result_gen;
+END_RCPP
+}
+// protocol_constants
+Rcpp::IntegerVector protocol_constants();
+RcppExport SEXP _bgpool_protocol_constants() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(protocol_constants());
     return rcpp_result_gen;
 END_RCPP
 }
@@ -205,6 +255,25 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// release_segment
+void release_segment(SEXP segment);
+RcppExport SEXP _bgpool_release_segment(SEXP segmentSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type segment(segmentSEXP);
+    release_segment(segment);
+    return R_NilValue;
+END_RCPP
+}
+// is_shared_vector
+bool is_shared_vector(SEXP x);
+RcppExport SEXP _bgpool_is_shared_vector(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(is_shared_vector(x));
+    return rcpp_result_gen;
+END_RCPP
+}
 // map_shared_vector
 SEXP map_shared_vector(int fd, std::string type, double length);
 RcppExport SEXP _bgpool_map_shared_vector(SEXP fdSEXP, SEXP typeSEXP, SEXP lengthSEXP) {
@@ -244,12 +313,13 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// worker_take_fd
-int worker_take_fd();
-RcppExport SEXP _bgpool_worker_take_fd() {
+// worker_take_descriptor
+int worker_take_descriptor(int index);
+RcppExport SEXP _bgpool_worker_take_descriptor(SEXP indexSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_take_fd());
+    Rcpp::traits::input_parameter< int >::type index(indexSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_take_descriptor(index));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -262,61 +332,107 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// worker_send
-bool worker_send(SEXP message, SEXP values, SEXP error, SEXP warnings);
-RcppExport SEXP _bgpool_worker_send(SEXP messageSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
+// worker_cancel_requested
+bool worker_cancel_requested();
+RcppExport SEXP _bgpool_worker_cancel_requested() {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type message(messageSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_cancel_requested());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_send
+bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings);
+RcppExport SEXP _bgpool_worker_send(SEXP requestSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type request(requestSEXP);
     Rcpp::traits::input_parameter< SEXP >::type values(valuesSEXP);
     Rcpp::traits::input_parameter< SEXP >::type error(errorSEXP);
     Rcpp::traits::input_parameter< SEXP >::type warnings(warningsSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_send(message, values, error, warnings));
+    rcpp_result_gen = Rcpp::wrap(worker_send(request, values, error, warnings));
     return rcpp_result_gen;
 END_RCPP
 }
 // worker_run_elements
-void worker_run_elements(SEXP call, SEXP env, int n, int nforce, SEXP seed, SEXP index, double start);
-RcppExport SEXP _bgpool_worker_run_elements(SEXP callSEXP, SEXP envSEXP, SEXP nSEXP, SEXP nforceSEXP, SEXP seedSEXP, SEXP indexSEXP, SEXP startSEXP) {
+SEXP worker_run_elements(SEXP job, SEXP inputs, double start);
+RcppExport SEXP _bgpool_worker_run_elements(SEXP jobSEXP, SEXP inputsSEXP, SEXP startSEXP) {
 BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type call(callSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type env(envSEXP);
-    Rcpp::traits::input_parameter< int >::type n(nSEXP);
-    Rcpp::traits::input_parameter< int >::type nforce(nforceSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type seed(seedSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type index(indexSEXP);
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type job(jobSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type inputs(inputsSEXP);
     Rcpp::traits::input_parameter< double >::type start(startSEXP);
-    worker_run_elements(call, env, n, nforce, seed, index, start);
-    return R_NilValue;
+    rcpp_result_gen = Rcpp::wrap(worker_run_elements(job, inputs, start));
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_position
+int worker_position();
+RcppExport SEXP _bgpool_worker_position() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(worker_position());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_chunk_values
+SEXP worker_chunk_values();
+RcppExport SEXP _bgpool_worker_chunk_values() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(worker_chunk_values());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_call
+SEXP worker_call(SEXP fun, SEXP args);
+RcppExport SEXP _bgpool_worker_call(SEXP funSEXP, SEXP argsSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_call(fun, args));
+    return rcpp_result_gen;
 END_RCPP
 }
 
 static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 7},
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
+    {"_bgpool_pool_owned", (DL_FUNC) &_bgpool_pool_owned, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
-    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 2},
-    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 8},
+    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 3},
+    {"_bgpool_pool_replace", (DL_FUNC) &_bgpool_pool_replace, 2},
+    {"_bgpool_pool_kill_workers", (DL_FUNC) &_bgpool_pool_kill_workers, 2},
+    {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 10},
     {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 5},
-    {"_bgpool_pool_node_send", (DL_FUNC) &_bgpool_pool_node_send, 4},
-    {"_bgpool_pool_node_wait", (DL_FUNC) &_bgpool_pool_node_wait, 3},
+    {"_bgpool_pool_node_send", (DL_FUNC) &_bgpool_pool_node_send, 5},
     {"_bgpool_pool_node_receive", (DL_FUNC) &_bgpool_pool_node_receive, 2},
-    {"_bgpool_pool_node_cancel", (DL_FUNC) &_bgpool_pool_node_cancel, 2},
-    {"_bgpool_pool_node_mirror", (DL_FUNC) &_bgpool_pool_node_mirror, 4},
-    {"_bgpool_pool_open_fds", (DL_FUNC) &_bgpool_pool_open_fds, 0},
+    {"_bgpool_pool_node_receive_any", (DL_FUNC) &_bgpool_pool_node_receive_any, 2},
+    {"_bgpool_pool_node_busy", (DL_FUNC) &_bgpool_pool_node_busy, 1},
+    {"_bgpool_pool_node_collect", (DL_FUNC) &_bgpool_pool_node_collect, 1},
+    {"_bgpool_pool_node_connection", (DL_FUNC) &_bgpool_pool_node_connection, 2},
+    {"_bgpool_pool_dir_abandoned", (DL_FUNC) &_bgpool_pool_dir_abandoned, 1},
+    {"_bgpool_protocol_constants", (DL_FUNC) &_bgpool_protocol_constants, 0},
     {"_bgpool_rng_jump", (DL_FUNC) &_bgpool_rng_jump, 2},
     {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
     {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
     {"_bgpool_shared_segment", (DL_FUNC) &_bgpool_shared_segment, 1},
     {"_bgpool_segment_fd", (DL_FUNC) &_bgpool_segment_fd, 1},
+    {"_bgpool_release_segment", (DL_FUNC) &_bgpool_release_segment, 1},
+    {"_bgpool_is_shared_vector", (DL_FUNC) &_bgpool_is_shared_vector, 1},
     {"_bgpool_map_shared_vector", (DL_FUNC) &_bgpool_map_shared_vector, 3},
     {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
-    {"_bgpool_worker_take_fd", (DL_FUNC) &_bgpool_worker_take_fd, 0},
+    {"_bgpool_worker_take_descriptor", (DL_FUNC) &_bgpool_worker_take_descriptor, 1},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
+    {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
-    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 7},
+    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 3},
+    {"_bgpool_worker_position", (DL_FUNC) &_bgpool_worker_position, 0},
+    {"_bgpool_worker_chunk_values", (DL_FUNC) &_bgpool_worker_chunk_values, 0},
+    {"_bgpool_worker_call", (DL_FUNC) &_bgpool_worker_call, 2},
     {NULL, NULL, 0}
 };
 

@@ -1,8 +1,7 @@
-// Framed, non-blocking message transport over a Unix socket.
+// Framed messages over a non-blocking Unix socket; see connection.h.
 #include "connection.h"
 
-#include "clock.h"
-
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -12,38 +11,73 @@
 #include <cerrno>
 #include <cstring>
 
+#include "clock.h"
+#include "wait.h"
+
 namespace bgpool {
 
 namespace {
 
 // Writes below this size are gathered in a buffer; larger ones (vector data
-// handed over by the serializer, 64 KiB at a time) go to the socket from
-// where they lie.
+// handed over by the serializer) go to the socket from where they lie.
 constexpr size_t kDirectWrite = 16 * 1024;
 constexpr size_t kOutBuffer = 64 * 1024;
-// Reads this large go straight into the destination.
-constexpr size_t kDirectRead = 64 * 1024;
-constexpr size_t kReadAhead = 256 * 1024;
-constexpr double kWaitSlice = 0.1;
+// A chunk's payload at least this large is received straight into the
+// message, not through the read-ahead buffer.
+constexpr size_t kDirectRead = 16 * 1024;
+constexpr size_t kReadAhead = 64 * 1024;
+// Buffers shrink back to this after a large message.
+constexpr size_t kKeepBytes = 1024 * 1024;
+// The serializer never hands over more than a string's 2^31 bytes at once.
 constexpr uint64_t kMaxChunk = uint64_t(1) << 32;
-constexpr size_t kMaxFds = 253;  // the kernel's limit per message
+constexpr uint64_t kEndChunk = 0;
+constexpr uint64_t kAbortChunk = ~uint64_t(0);
+
+struct Header {
+  uint32_t descriptors;
+  uint32_t reserved;
+};
 
 }  // namespace
 
-Connection::Connection(int fd, InterruptCheck check) : fd_(fd), check_(check) {
-  out_.reserve(kOutBuffer);
+char* Buffer::extend(size_t n) {
+  if (size_ + n > capacity_) {
+    size_t capacity = std::max({size_ + n, 2 * capacity_, size_t(4096)});
+    std::unique_ptr<char[]> bigger(new char[capacity]);
+    if (size_) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = capacity;
+  }
+  char* at = data_.get() + size_;
+  size_ += n;
+  return at;
 }
+
+void Buffer::append(const void* bytes, size_t n) {
+  if (n) std::memcpy(extend(n), bytes, n);
+}
+
+void Buffer::drop_front(size_t n) {
+  if (n < size_) std::memmove(data_.get(), data_.get() + n, size_ - n);
+  size_ = n < size_ ? size_ - n : 0;
+}
+
+void Buffer::clear(size_t keep) {
+  size_ = 0;
+  if (capacity_ > keep) {
+    data_.reset();
+    capacity_ = 0;
+  }
+}
+
+Connection::Connection(int fd, InterruptPoll interrupt_poll)
+    : fd_(fd), interrupt_poll_(interrupt_poll) {}
 
 Connection::~Connection() {
   if (fd_ >= 0) close(fd_);
   for (int fd : fds_in_) close(fd);
-}
-
-int Connection::take_fd() {
-  if (fds_in_.empty()) return -1;
-  int fd = fds_in_.front();
-  fds_in_.erase(fds_in_.begin());
-  return fd;
+  for (int fd : fds_out_) close(fd);
+  close_message_fds();
 }
 
 void Connection::mark_broken(const std::string& why) {
@@ -56,278 +90,433 @@ bool Connection::fail(const std::string& why) {
   return false;
 }
 
-// Waits for `events` in short slices so an interrupt is seen promptly.
-bool Connection::wait(short events, double timeout_seconds, short* revents) {
-  double deadline = timeout_seconds < 0 ? -1 : monotonic_seconds() + timeout_seconds;
-  for (;;) {
-    pollfd p{fd_, events, 0};
-    int rc = poll(&p, 1, static_cast<int>(kWaitSlice * 1000));
-    if (rc > 0) {
-      *revents = p.revents;
-      return true;
-    }
-    if (rc < 0 && errno != EINTR) return fail(std::string("poll: ") + strerror(errno));
-    if (check_ && check_()) {
-      interrupted_ = true;
-      return fail("interrupted");
-    }
-    if (deadline >= 0 && monotonic_seconds() > deadline) return fail("timed out");
-  }
+Connection::Status Connection::failed(const std::string& why) {
+  mark_broken(why);
+  return Status::Failed;
 }
 
-bool Connection::send_all(iovec* iov, int count) {
+// ---------------------------------------------------------------------------
+// Writing
+
+bool Connection::begin_write(const std::vector<int>& fds) {
   if (broken_) return false;
+  if (fds.size() > kMaxDescriptors) return fail("too many descriptors for one message");
+  // Our own copies: a write that goes on into memory sends them later, when
+  // the caller may have closed its own.
+  for (int fd : fds) {
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) return fail(std::string("cannot pass a descriptor: ") + strerror(errno));
+    fds_out_.push_back(copy);
+  }
+  Header header{static_cast<uint32_t>(fds.size()), 0};
+  writing_ = true;
+  out_.append(&header, sizeof header);
+  return true;
+}
+
+// Small writes (most of what the serializer hands over) are gathered into
+// one chunk, whose length is filled in when it is closed; large ones go
+// from where they lie, as a chunk of their own, after what is gathered.
+bool Connection::put(const void* data, size_t n) {
+  if (broken_) return false;
+  if (n == 0) return true;
+  if (n >= kDirectWrite) {
+    close_chunk();
+    uint64_t length = n;
+    out_.append(&length, sizeof length);
+    if (!deferring_) return send_now(data, n);
+    out_.append(data, n);
+    return true;
+  }
+  if (open_chunk_ == kNoChunk) {
+    open_chunk_ = out_.size();
+    out_.extend(sizeof(uint64_t));
+  }
+  out_.append(data, n);
+  if (deferring_ || out_.size() - out_sent_ < kOutBuffer) return true;
+  return flush_buffer();
+}
+
+void Connection::close_chunk() {
+  if (open_chunk_ == kNoChunk) return;
+  uint64_t length = out_.size() - open_chunk_ - sizeof length;
+  std::memcpy(out_.data() + open_chunk_, &length, sizeof length);
+  open_chunk_ = kNoChunk;
+}
+
+bool Connection::end_write() {
+  if (broken_) return false;
+  close_chunk();
+  uint64_t end = kEndChunk;
+  out_.append(&end, sizeof end);
+  writing_ = false;
+  deferring_ = false;
+  ++written_;
+  return flush_buffer();
+}
+
+void Connection::abort_write() {
+  if (!writing_ || broken_) return;
+  close_chunk();
+  uint64_t abort = kAbortChunk;
+  out_.append(&abort, sizeof abort);
+  writing_ = false;
+  deferring_ = false;
+  flush();  // without waiting: this runs while R unwinds
+}
+
+// Sends `data` after what is buffered, waiting as long as the peer takes
+// to read; an interrupt meanwhile sends the rest into the buffer instead.
+bool Connection::send_now(const void* data, size_t n) {
+  iovec iov[2] = {{out_.data() + out_sent_, out_.size() - out_sent_},
+                  {const_cast<void*>(data), n}};
+  int first = iov[0].iov_len ? 0 : 1;
+  return send_iov(iov + first, 2 - first);
+}
+
+bool Connection::flush_buffer() {
+  close_chunk();
+  if (!has_pending_output()) {
+    out_.clear(kKeepBytes);
+    out_sent_ = 0;
+    return true;
+  }
+  iovec iov{out_.data() + out_sent_, out_.size() - out_sent_};
+  return send_iov(&iov, 1);
+}
+
+// One sendmsg, carrying the descriptors still to go (they go with the
+// first byte sent).
+ssize_t Connection::send_once(iovec* iov, int count, int flags) {
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxDescriptors)];
+  if (!fds_out_.empty()) {
+    size_t bytes = sizeof(int) * fds_out_.size();
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(bytes);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(bytes);
+    std::memcpy(CMSG_DATA(cmsg), fds_out_.data(), bytes);
+  }
+  ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL | flags);
+  if (sent > 0) {
+    for (int fd : fds_out_) close(fd);
+    fds_out_.clear();
+  }
+  return sent;
+}
+
+// The iovecs are the rest of out_ (if any) and then the caller's data.
+bool Connection::send_iov(iovec* iov, int count) {
+  bool from_buffer = has_pending_output() && iov[0].iov_base == out_.data() + out_sent_;
   while (count > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    std::vector<char> control;
-    if (!fds_out_.empty()) {
-      control.resize(CMSG_SPACE(sizeof(int) * fds_out_.size()));
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-      cmsg->cmsg_level = SOL_SOCKET;
-      cmsg->cmsg_type = SCM_RIGHTS;
-      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds_out_.size());
-      std::memcpy(CMSG_DATA(cmsg), fds_out_.data(), sizeof(int) * fds_out_.size());
-    }
-    ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (sent > 0) fds_out_.clear();  // they went with the first byte
+    ssize_t sent = send_once(iov, count, 0);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         return fail(std::string("send: ") + strerror(errno));
-      // The peer may itself be blocked sending to us: keep taking its bytes
-      // so that neither side waits for the other forever.
-      short revents = 0;
-      if (!wait(POLLOUT | POLLIN, -1, &revents)) return false;
-      if ((revents & POLLIN) && !take_in_available()) return false;
-      if (revents & (POLLERR | POLLNVAL)) return fail("connection lost");
-      continue;
+      if (wait_writable()) continue;
+      if (broken_) return false;
+      // An interrupt: the rest of this message goes on into memory.
+      for (int i = 0; i < count; ++i) {
+        if (from_buffer && i == 0) continue;  // already there
+        out_.append(iov[i].iov_base, iov[i].iov_len);
+      }
+      deferring_ = true;
+      return true;
     }
     size_t left = static_cast<size_t>(sent);
     while (count > 0 && left >= iov->iov_len) {
       left -= iov->iov_len;
+      if (from_buffer) {
+        out_sent_ += iov->iov_len;
+        from_buffer = false;
+      }
       ++iov;
       --count;
     }
     if (count > 0) {
       iov->iov_base = static_cast<char*>(iov->iov_base) + left;
       iov->iov_len -= left;
+      if (from_buffer) out_sent_ += left;
     }
   }
+  out_.clear(kKeepBytes);
+  out_sent_ = 0;
   return true;
 }
 
-// Sends the buffered bytes as one chunk, then `data` as another (if any),
-// then the terminator (if `last`), in one system call where the socket allows.
-bool Connection::send_chunks(const void* data, size_t n, bool last) {
-  uint64_t buffered_len = out_.size(), data_len = n, end = 0;
-  iovec iov[5];
-  int count = 0;
-  if (buffered_len) {
-    iov[count++] = {&buffered_len, sizeof buffered_len};
-    iov[count++] = {out_.data(), out_.size()};
+// Waits until the socket takes more; meanwhile takes in what the peer
+// sends, as it may itself be blocked sending to us. False when an
+// interrupt came (or the link failed).
+bool Connection::wait_writable() {
+  for (;;) {
+    pollfd p{fd_, POLLOUT | POLLIN, 0};
+    if (wait_fds(&p, 1, -1, interrupt_poll_) == WaitResult::Interrupted) return false;
+    if (p.revents & POLLOUT) return true;
+    if (p.revents & POLLIN) {
+      size_t got = 0;
+      if (!receive(in_.extend(kReadAhead), kReadAhead, &got)) {
+        in_.resize_down(in_.size() - kReadAhead);
+        return false;
+      }
+      in_.resize_down(in_.size() - kReadAhead + got);
+      if (got == 0 && peer_closed_) return fail("the other side closed the connection");
+      continue;
+    }
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return fail("connection lost");
   }
-  if (data_len) {
-    iov[count++] = {&data_len, sizeof data_len};
-    iov[count++] = {const_cast<void*>(data), n};
-  }
-  if (last) iov[count++] = {&end, sizeof end};
-  bool ok = send_all(iov, count);
-  out_.clear();
-  return ok;
 }
 
-bool Connection::put(const void* data, size_t n) {
+bool Connection::flush() {
   if (broken_) return false;
-  if (n >= kDirectWrite) return send_chunks(data, n, false);
-  if (out_.size() + n > kOutBuffer && !send_chunks(nullptr, 0, false)) return false;
-  const char* bytes = static_cast<const char*>(data);
-  out_.insert(out_.end(), bytes, bytes + n);
+  // (never the open chunk: its length is not known yet)
+  size_t end = open_chunk_ == kNoChunk ? out_.size() : open_chunk_;
+  while (out_sent_ < end) {
+    iovec iov{out_.data() + out_sent_, end - out_sent_};
+    ssize_t sent = send_once(&iov, 1, MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      return fail(std::string("send: ") + strerror(errno));
+    }
+    out_sent_ += static_cast<size_t>(sent);
+  }
+  if (!has_pending_output()) {
+    out_.clear(kKeepBytes);
+    out_sent_ = 0;
+  }
   return true;
 }
 
-bool Connection::end_message() {
-  if (broken_) return false;
-  return send_chunks(nullptr, 0, true);
-}
+// ---------------------------------------------------------------------------
+// Reading
 
-void Connection::compact_input() {
-  if (in_pos_ == in_.size()) {
-    in_.clear();
-    in_pos_ = 0;
-    // Don't keep a large buffer after a large message was taken in.
-    if (in_.capacity() > 4 * kReadAhead) std::vector<char>().swap(in_);
-  }
-}
-
-// One non-blocking read into dst; *got is 0 when nothing is available yet.
-bool Connection::receive_some(char* dst, size_t capacity, size_t* got) {
+// One recvmsg, always with room for descriptors: any sent to a reader
+// without it would be lost. *got is 0 when nothing is there yet.
+bool Connection::receive(char* dst, size_t capacity, size_t* got) {
   *got = 0;
   for (;;) {
-    // Always with room for passed fds: fds sent to a reader without it
-    // would be lost (and leak in the kernel's queue).
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxDescriptors)];
     iovec iov{dst, capacity};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    ssize_t rc = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
-    if (rc > 0) {
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
-        fds_in_.insert(fds_in_.end(), fds, fds + n);
-      }
+    ssize_t rc = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      return fail(std::string("recv: ") + strerror(errno));
     }
-    if (rc > 0) {
-      *got = static_cast<size_t>(rc);
-      return true;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+      fds_in_.insert(fds_in_.end(), fds, fds + n);
     }
-    if (rc == 0) {
-      peer_closed_ = true;
-      return true;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-    return fail(std::string("recv: ") + strerror(errno));
+    if (msg.msg_flags & MSG_CTRUNC) return fail("descriptors sent with a message were lost");
+    if (rc == 0) peer_closed_ = true;
+    *got = static_cast<size_t>(rc);
+    return true;
   }
 }
 
-// Replaces the (fully read) input buffer with what the socket holds now.
-bool Connection::refill(size_t* got) {
-  in_.resize(kReadAhead);
-  in_pos_ = 0;
-  bool ok = receive_some(in_.data(), kReadAhead, got);
-  in_.resize(*got);
-  return ok;
-}
-
-// Moves whatever the socket holds now into the input buffer.
-bool Connection::take_in_available() {
+// Receives more into the read-ahead buffer. False when nothing more can
+// come now, *status saying why: Pending (not waiting), Interrupted, Failed.
+bool Connection::receive_more(bool may_wait, Status* status) {
+  if (in_used_ == in_.size()) {
+    in_.clear(kKeepBytes);
+    in_used_ = 0;
+  } else if (in_used_ > kReadAhead) {
+    in_.drop_front(in_used_);
+    in_used_ = 0;
+  }
   for (;;) {
-    size_t old = in_.size();
-    in_.resize(old + kReadAhead);
-    size_t got = 0;
-    bool ok = receive_some(in_.data() + old, kReadAhead, &got);
-    in_.resize(old + got);
-    if (!ok) return false;
-    if (got < kReadAhead) return true;
-  }
-}
-
-// Reads exactly n bytes of the raw stream: first what is buffered, then
-// large remainders straight into dst, small ones through the buffer.
-bool Connection::read_stream(void* dst, size_t n) {
-  char* out = static_cast<char*>(dst);
-  while (n > 0) {
-    if (has_buffered_input()) {
-      size_t m = std::min(n, in_.size() - in_pos_);
-      std::memcpy(out, in_.data() + in_pos_, m);
-      in_pos_ += m;
-      out += m;
-      n -= m;
-      compact_input();
-      continue;
-    }
-    if (peer_closed_) return fail("the other side closed the connection");
-    size_t got = 0;
-    if (n >= kDirectRead) {
-      if (!receive_some(out, n, &got)) return false;
-      out += got;
-      n -= got;
-    } else if (!refill(&got)) {
+    if (peer_closed_) {
+      *status = failed(reading_ || buffered() ? "the other side closed the connection in the middle of a message"
+                                              : "the other side closed the connection");
       return false;
     }
-    if (got == 0 && !peer_closed_) {
-      short revents = 0;
-      if (!wait(POLLIN, -1, &revents)) return false;
-    }
-  }
-  return true;
-}
-
-bool Connection::read_chunk_header() {
-  uint64_t len = 0;
-  if (!read_stream(&len, sizeof len)) return false;
-  // The serializer never hands over more than a string's 2^31 bytes at once.
-  if (len > kMaxChunk) return fail("received a malformed message");
-  chunk_left_ = len;
-  message_ended_ = len == 0;
-  return true;
-}
-
-bool Connection::begin_message() {
-  if (broken_) return false;
-  if (!has_buffered_input()) {
-    // Tell a clean end of stream (the peer exited between messages) apart
-    // from one in the middle of a message.
     size_t got = 0;
-    if (!refill(&got)) return false;
-    if (got == 0 && peer_closed_) return fail("the other side closed the connection");
-  }
-  reading_ = true;
-  if (!read_chunk_header()) return false;
-  if (message_ended_) return fail("received an empty message");
-  return true;
-}
-
-bool Connection::get(void* dst, size_t n) {
-  if (broken_) return false;
-  if (!reading_) return fail("read outside a message");
-  char* out = static_cast<char*>(dst);
-  while (n > 0) {
-    if (chunk_left_ == 0) {
-      if (!read_chunk_header()) return false;
-      if (message_ended_) return fail("message ended early");
+    bool ok = receive(in_.extend(kReadAhead), kReadAhead, &got);
+    in_.resize_down(in_.size() - kReadAhead + got);
+    if (!ok) {
+      *status = Status::Failed;
+      return false;
     }
-    size_t m = static_cast<size_t>(std::min<uint64_t>(n, chunk_left_));
-    if (!read_stream(out, m)) return false;
-    chunk_left_ -= m;
-    out += m;
-    n -= m;
+    if (got > 0) return true;
+    if (peer_closed_) continue;
+    if (!may_wait) {
+      *status = Status::Pending;
+      return false;
+    }
+    pollfd p{fd_, POLLIN, 0};
+    if (wait_fds(&p, 1, -1, interrupt_poll_) == WaitResult::Interrupted) {
+      *status = Status::Interrupted;
+      return false;
+    }
   }
-  return true;
 }
 
-bool Connection::end_read() {
-  if (broken_) return false;
-  reading_ = false;
-  if (chunk_left_ != 0) return fail("message longer than its content");
-  if (!message_ended_ && !read_chunk_header()) return false;
-  if (!message_ended_) return fail("message longer than its content");
-  message_ended_ = false;
-  return true;
+void Connection::close_message_fds() {
+  for (int fd : message_fds_)
+    if (fd >= 0) close(fd);
+  message_fds_.clear();
 }
+
+// Advances the message under way as far as the bytes at hand (or, with
+// may_wait, the bytes to come) allow. `keep`: collect its payload.
+Connection::Status Connection::step_read(bool may_wait, bool keep) {
+  if (broken_) return Status::Failed;
+  for (;;) {
+    if (state_ == ReadState::Payload) {
+      if (chunk_left_ == 0) {
+        state_ = ReadState::ChunkLength;
+        continue;
+      }
+      size_t have = buffered();
+      if (have == 0 && keep && chunk_left_ >= kDirectRead) {
+        // straight from the socket into the message
+        size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_left_, size_t(1) << 30));
+        size_t got = 0;
+        bool ok = receive(message_.extend(want), want, &got);
+        message_.resize_down(message_.size() - want + got);
+        if (!ok) return Status::Failed;
+        chunk_left_ -= got;
+        if (got > 0) continue;
+      } else if (have > 0) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, have));
+        if (keep) message_.append(in_.data() + in_used_, n);
+        in_used_ += n;
+        chunk_left_ -= n;
+        continue;
+      }
+      Status status;
+      if (!receive_more(may_wait, &status)) return status;
+      continue;
+    }
+    size_t need = state_ == ReadState::Header ? sizeof(Header) : sizeof(uint64_t);
+    if (buffered() < need) {
+      Status status;
+      if (!receive_more(may_wait, &status)) return status;
+      continue;
+    }
+    const char* at = in_.data() + in_used_;
+    in_used_ += need;
+    if (state_ == ReadState::Header) {
+      Header header;
+      std::memcpy(&header, at, sizeof header);
+      // The descriptors came with the header's first byte, so they are here.
+      if (fds_in_.size() < header.descriptors)
+        return failed("a message came without its descriptors");
+      close_message_fds();
+      message_fds_.assign(fds_in_.begin(), fds_in_.begin() + header.descriptors);
+      fds_in_.erase(fds_in_.begin(), fds_in_.begin() + header.descriptors);
+      message_.clear(kKeepBytes);
+      reading_ = true;
+      state_ = ReadState::ChunkLength;
+      continue;
+    }
+    uint64_t length;
+    std::memcpy(&length, at, sizeof length);
+    if (length == kEndChunk || length == kAbortChunk) {
+      reading_ = false;
+      state_ = ReadState::Header;
+      if (length == kAbortChunk) {
+        close_message_fds();
+        message_.clear(kKeepBytes);
+        return Status::Aborted;
+      }
+      ++read_count_;
+      return Status::Complete;
+    }
+    if (length > kMaxChunk) return failed("received a malformed message");
+    chunk_left_ = length;
+    state_ = ReadState::Payload;
+  }
+}
+
+Connection::Status Connection::read() {
+  if (message_ready_) return Status::Complete;
+  for (;;) {
+    Status status = step_read(true, true);
+    message_ready_ = status == Status::Complete;
+    if (status != Status::Aborted) return status;
+  }
+}
+
+Connection::Status Connection::read_available() {
+  if (message_ready_) return Status::Complete;
+  for (;;) {
+    Status status = step_read(false, true);
+    message_ready_ = status == Status::Complete;
+    if (status != Status::Aborted) return status;
+  }
+}
+
+Connection::Status Connection::discard(bool may_wait) {
+  if (message_ready_) {
+    release_message();
+    return Status::Complete;
+  }
+  for (;;) {
+    Status status = step_read(may_wait, false);
+    if (status == Status::Complete) release_message();
+    if (status != Status::Aborted) return status;
+  }
+}
+
+int Connection::take_descriptor(size_t index) {
+  if (index >= message_fds_.size()) return -1;
+  int fd = message_fds_[index];
+  message_fds_[index] = -1;
+  return fd;
+}
+
+void Connection::release_message() {
+  close_message_fds();
+  message_.clear(kKeepBytes);
+  message_ready_ = false;
+}
+
+// ---------------------------------------------------------------------------
+// The handshake
 
 bool Connection::write_raw(const void* data, size_t n) {
+  if (broken_) return false;
   iovec iov{const_cast<void*>(data), n};
-  return send_all(&iov, 1);
+  return send_iov(&iov, 1) && !deferring_;
 }
 
 // A negative timeout waits as long as it takes.
 bool Connection::read_raw(void* dst, size_t n, double timeout_seconds) {
-  double deadline = monotonic_seconds() + timeout_seconds;
+  double deadline = timeout_seconds < 0 ? -1 : monotonic_seconds() + timeout_seconds;
   char* out = static_cast<char*>(dst);
   while (n > 0) {
+    if (buffered()) {
+      size_t m = std::min(n, buffered());
+      std::memcpy(out, in_.data() + in_used_, m);
+      in_used_ += m;
+      out += m;
+      n -= m;
+      continue;
+    }
     size_t got = 0;
-    if (!receive_some(out, n, &got)) return false;
+    if (!receive(out, n, &got)) return false;
     if (peer_closed_ && got == 0) return fail("the other side closed the connection");
     out += got;
     n -= got;
     if (n == 0) break;
-    double left = -1;
-    if (timeout_seconds >= 0) {
-      left = deadline - monotonic_seconds();
-      if (left <= 0) return fail("timed out");
-    }
-    short revents = 0;
-    if (!wait(POLLIN, left, &revents)) return false;
+    pollfd p{fd_, POLLIN, 0};
+    WaitResult result = wait_fds(&p, 1, deadline, interrupt_poll_);
+    if (result == WaitResult::TimedOut) return fail("timed out");
+    if (result == WaitResult::Interrupted) return fail("interrupted");
   }
   return true;
 }

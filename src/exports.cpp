@@ -1,10 +1,12 @@
 // The native entry points that R/ calls for the master's side: one thin
-// function each over Pool and the scheduler.
+// function each over Pool, the scheduler and the cluster nodes.
 #include <Rcpp.h>
 
 #include <memory>
 
+#include "nodes.h"
 #include "pool.h"
+#include "protocol.h"
 #include "scheduler.h"
 
 using bgpool::Pool;
@@ -19,17 +21,13 @@ void finalize_pool(SEXP xp) {
 Pool& get_pool(SEXP xp) {
   auto* pool = static_cast<Pool*>(R_ExternalPtrAddr(xp));
   if (!pool || pool->stopped()) Rcpp::stop("bgpool: this pool has been deleted");
+  if (!pool->owned()) Rcpp::stop("bgpool: this pool belongs to another process");
   return *pool;
 }
 
-// Runs f, turning a user interrupt during a wait into R's interrupt.
-template <typename F>
-auto interruptible(F f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const bgpool::Interrupted&) {
-    throw Rcpp::internal::InterruptedException();
-  }
+std::vector<int> zero_based(std::vector<int> slots) {
+  for (int& slot : slots) --slot;
+  return slots;
 }
 
 }  // namespace
@@ -47,10 +45,7 @@ SEXP pool_create(std::string program, std::vector<std::string> args,
                                                  : bgpool::Output::File;
   }
   auto pool = std::make_unique<Pool>(command, temp_dir);
-  interruptible([&] {
-    pool->start(size);
-    return 0;
-  });
+  pool->start(size);
   SEXP xp = PROTECT(R_MakeExternalPtr(pool.release(), R_NilValue, R_NilValue));
   // onexit: the workers also go when the R session ends.
   R_RegisterCFinalizerEx(xp, finalize_pool, TRUE);
@@ -61,6 +56,14 @@ SEXP pool_create(std::string program, std::vector<std::string> args,
 // [[Rcpp::export(rng = false)]]
 void pool_stop(SEXP xp) {
   if (auto* pool = static_cast<Pool*>(R_ExternalPtrAddr(xp))) pool->stop();
+}
+
+// Whether this process may use the pool: not a process forked from the
+// one that created it (mcparallel()), which shares its sockets.
+// [[Rcpp::export(rng = false)]]
+bool pool_owned(SEXP xp) {
+  auto* pool = static_cast<Pool*>(R_ExternalPtrAddr(xp));
+  return pool && !pool->stopped() && pool->owned();
 }
 
 // [[Rcpp::export(rng = false)]]
@@ -80,76 +83,103 @@ Rcpp::List pool_state(SEXP xp) {
 }
 
 // Brings the pool into shape for a new call: drops what workers still owe
-// from abandoned calls (killing those stuck longer than `grace` seconds),
-// then replaces dead or broken workers; returns their (1-based) slots.
+// from abandoned calls (killing those stuck longer than `grace` seconds);
+// returns the (1-based) slots of workers that are dead or whose link
+// broke, for pool_replace(). `log_limit`: the bytes a worker's own log may
+// grow to (0: no limit).
 // [[Rcpp::export(rng = false)]]
-std::vector<int> pool_prepare(SEXP xp, double grace) {
+std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit) {
   Pool& pool = get_pool(xp);
-  std::vector<int> slots = interruptible([&] {
-    bgpool::settle(pool, grace);
-    return pool.replace_unusable();
-  });
-  for (int& slot : slots) ++slot;
+  pool.set_log_limit(log_limit);
+  bgpool::node_settle(pool);
+  bgpool::settle(pool, grace);
+  pool.trim_logs();
+  std::vector<int> slots;
+  for (int i = 0; i < pool.size(); ++i)
+    if (!pool.worker(i).usable()) slots.push_back(i + 1);
   return slots;
+}
+
+// Starts new workers in `slots` (1-based), in an empty state.
+// [[Rcpp::export(rng = false)]]
+void pool_replace(SEXP xp, std::vector<int> slots) {
+  Pool& pool = get_pool(xp);
+  pool.replace(zero_based(slots));
+}
+
+// Stops the workers in `slots` (1-based); they are replaced at the next call.
+// [[Rcpp::export(rng = false)]]
+void pool_kill_workers(SEXP xp, std::vector<int> slots) {
+  Pool& pool = get_pool(xp);
+  for (int slot : zero_based(slots)) pool.kill_worker(pool.worker(slot));
 }
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
-                       double chunk_size, double timeout, SEXP progress) {
+                       double chunk_size, double timeout, int retry, SEXP attempts,
+                       SEXP progress) {
   Pool& pool = get_pool(xp);
-  return interruptible([&] {
-    return bgpool::run_elements(pool, job, inputs, is_map, static_cast<R_xlen_t>(n),
-                                static_cast<R_xlen_t>(chunk_size), timeout, progress);
-  });
+  return bgpool::run_elements(pool, job, inputs, is_map, static_cast<R_xlen_t>(n),
+                              static_cast<R_xlen_t>(chunk_size), timeout, retry, attempts,
+                              progress);
 }
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots,
                          std::vector<int> fds) {
   Pool& pool = get_pool(xp);
-  for (int& slot : slots) --slot;
-  return interruptible([&] { return bgpool::run_on_workers(pool, fun, args, slots, fds); });
+  return bgpool::run_on_workers(pool, fun, args, zero_based(slots), fds);
 }
 
 // parallel's node interface (R/cluster.R); slots are 1-based here.
 
 // [[Rcpp::export(rng = false)]]
-SEXP pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args) {
-  Pool& pool = get_pool(xp);
-  return interruptible([&] { return bgpool::node_send(pool, slot - 1, fun, args); });
-}
-
-// [[Rcpp::export(rng = false)]]
-int pool_node_wait(SEXP xp, std::vector<int> slots, double timeout) {
-  Pool& pool = get_pool(xp);
-  for (int& slot : slots) --slot;
-  return 1 + interruptible([&] { return bgpool::node_wait(pool, slots, timeout); });
+void pool_node_send(SEXP xp, int slot, SEXP fun, SEXP args, SEXP tag) {
+  bgpool::node_send(get_pool(xp), slot - 1, fun, args, tag);
 }
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_node_receive(SEXP xp, int slot) {
-  Pool& pool = get_pool(xp);
-  return interruptible([&] { return bgpool::node_receive(pool, slot - 1); });
+  return bgpool::node_receive(get_pool(xp), slot - 1);
 }
 
 // [[Rcpp::export(rng = false)]]
-void pool_node_cancel(SEXP xp, std::vector<int> slots) {
-  Pool& pool = get_pool(xp);
-  for (int& slot : slots) --slot;
-  bgpool::node_cancel(pool, slots);
-}
-
-// Makes `fd` (a descriptor R's serverSocket() opened: a connection R can
-// poll) mirror the worker in `slot`, or, fd = -1, sets whether its mirror
-// polls as ready: a reply has been read and awaits R.
-// [[Rcpp::export(rng = false)]]
-void pool_node_mirror(SEXP xp, int slot, int fd, bool ready) {
-  Pool& pool = get_pool(xp);
-  if (fd >= 0 && !bgpool::os::is_tcp_listener(fd))
-    Rcpp::stop("bgpool: descriptor %d is not the socket R just opened", fd);
-  pool.mirror(pool.worker(slot - 1), ready, fd);
+SEXP pool_node_receive_any(SEXP xp, std::vector<int> slots) {
+  return bgpool::node_receive_any(get_pool(xp), zero_based(slots));
 }
 
 // [[Rcpp::export(rng = false)]]
-std::vector<int> pool_open_fds() { return bgpool::os::open_fds(); }
+bool pool_node_busy(SEXP xp) { return bgpool::node_busy(get_pool(xp)); }
 
+// [[Rcpp::export(rng = false)]]
+void pool_node_collect(SEXP xp) { bgpool::node_collect(get_pool(xp)); }
+
+// [[Rcpp::export(rng = false)]]
+SEXP pool_node_connection(SEXP xp, int slot) {
+  return bgpool::node_connection(get_pool(xp), slot - 1);
+}
+
+// Whether a pool directory was left by a session that has died (R/pool.R).
+// [[Rcpp::export(rng = false)]]
+bool pool_dir_abandoned(std::string dir) { return bgpool::os::pool_dir_abandoned(dir); }
+
+// The positions of protocol.h (1-based, as R counts), by the names that
+// R/protocol.R gives them: test-protocol.R checks that the two agree.
+// [[Rcpp::export(rng = false)]]
+Rcpp::IntegerVector protocol_constants() {
+  using namespace bgpool::protocol;
+  return Rcpp::IntegerVector::create(
+      Rcpp::Named("KIND_CHUNK") = kChunk, Rcpp::Named("KIND_CALL") = kCall,
+      Rcpp::Named("REQUEST_KIND") = kRequestKind + 1,
+      Rcpp::Named("REQUEST_CALL") = kRequestCall + 1,
+      Rcpp::Named("REQUEST_START") = kRequestStart + 1,
+      Rcpp::Named("REQUEST_DATA") = kRequestData + 1,
+      Rcpp::Named("REQUEST_JOB") = kRequestJob + 1,
+      Rcpp::Named("REPLY_CALL") = kReplyCall + 1, Rcpp::Named("REPLY_START") = kReplyStart + 1,
+      Rcpp::Named("REPLY_VALUES") = kReplyValues + 1,
+      Rcpp::Named("REPLY_ERROR") = kReplyError + 1,
+      Rcpp::Named("REPLY_ELAPSED") = kReplyElapsed + 1,
+      Rcpp::Named("REPLY_WARNINGS") = kReplyWarnings + 1,
+      Rcpp::Named("SIGNAL_POSITION") = kSignalPosition + 1,
+      Rcpp::Named("SIGNAL_CONDITION") = kSignalCondition + 1);
+}

@@ -1,107 +1,193 @@
-// Calls addressed to one worker, for the node interface that parallel's
-// cluster functions dispatch on (R/cluster.R): a call is sent at once and
-// its reply read when R asks for it, so the nodes run side by side.
-#include <poll.h>
+// Calls addressed to one worker; see nodes.h.
+#include "nodes.h"
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
-
-#include "scheduler.h"
+#include "interrupts.h"
+#include "node_connection.h"
+#include "protocol.h"
+#include "replies.h"
 #include "serialize.h"
 
 namespace bgpool {
 
 namespace {
 
-SEXP lost(Pool& pool, Worker& w, const std::string& how, bool with_output = true) {
-  return Rcpp::List::create(Rcpp::Named("lost") = Rcpp::List::create(
-      Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid,
-      Rcpp::Named("how") = how,
-      Rcpp::Named("output") = with_output ? pool.log_tail(w) : std::string()));
+SEXP node_reply(SEXP tag, SEXP reply, SEXP lost) {
+  return Rcpp::List::create(Rcpp::Named("tag") = tag, Rcpp::Named("reply") = reply,
+                            Rcpp::Named("lost") = lost);
 }
 
-SEXP retire(Pool& pool, Worker& w) {
+// What future's socketSelect() sees: ready while a reply waits to be
+// taken, or when the worker is gone (reading then says how); otherwise the
+// worker's own socket.
+void refresh_poll(Pool& pool, Worker& w) {
+  if (!w.poll_fd) return;
+  *w.poll_fd = !w.node_replies.empty() || !w.usable() ? pool.ready_fd() : w.conn->fd();
+}
+
+// The worker is gone: each call it owed becomes a reply saying so.
+void fail_calls(Pool& pool, Worker& w) {
   std::string how = pool.retire(w);
+  Rcpp::List lost = Rcpp::List::create(
+      Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid, Rcpp::Named("how") = how,
+      Rcpp::Named("output") = pool.log_tail(w));
+  for (const NodeCall& call : w.node_calls)
+    w.node_replies.push_back(node_reply(call.tag, R_NilValue, lost));
   w.node_calls.clear();
-  w.stale_replies = 0;
-  return lost(pool, w, how);
+  refresh_poll(pool, w);
+}
+
+// Takes in what `w` has sent; true when a reply was kept or the worker
+// was found gone.
+bool take(Pool& pool, Worker& w) {
+  switch (take_input(w)) {
+    case Arrival::Nothing:
+      return false;
+    case Arrival::Failed:
+      fail_calls(pool, w);
+      return true;
+    case Arrival::Reply:
+      break;
+  }
+  Rcpp::List reply = take_reply(w);
+  NodeCall call = w.node_calls.front();
+  w.node_calls.pop_front();
+  if (Rcpp::as<double>(reply[protocol::kReplyCall]) != call.call_id) {
+    w.conn->mark_broken("a reply out of order");
+    w.node_calls.push_front(call);
+    fail_calls(pool, w);
+    return true;
+  }
+  w.node_replies.push_back(node_reply(call.tag, reply, R_NilValue));
+  refresh_poll(pool, w);
+  return true;
+}
+
+// An interrupt (or an R error) while the cluster waits abandons all of its
+// calls: parallel would read their replies as answers to later calls.
+class AbandonOnUnwind {
+ public:
+  explicit AbandonOnUnwind(Pool& pool) : pool_(pool) {}
+  ~AbandonOnUnwind() {
+    if (done_) return;
+    for (int i = 0; i < pool_.size(); ++i) {
+      Worker& w = pool_.worker(i);
+      if (!w.node_calls.empty()) pool_.cancel(w, w.node_calls.front().call_id);
+      w.node_calls.clear();  // their replies are owed still: dropped unread
+      w.node_replies.clear();
+      refresh_poll(pool_, w);
+    }
+  }
+  void done() { done_ = true; }
+
+ private:
+  Pool& pool_;
+  bool done_ = false;
+};
+
+SEXP take_kept(Pool& pool, Worker& w) {
+  Rcpp::RObject reply = w.node_replies.front();
+  w.node_replies.pop_front();
+  refresh_poll(pool, w);
+  return reply;
+}
+
+[[noreturn]] void nothing_awaited() {
+  Rcpp::stop(
+      "parallel asked the pool's cluster for a reply, but no call is waiting for one (it was "
+      "abandoned by an interrupt, or the pool was reset); run the call again");
 }
 
 }  // namespace
 
-SEXP node_send(Pool& pool, int slot, SEXP fun, SEXP args) {
+void node_send(Pool& pool, int slot, SEXP fun, SEXP args, SEXP tag) {
+  AbandonOnUnwind guard(pool);
   Worker& w = pool.worker(slot);
   double call_id = pool.next_call_id();
-  Rcpp::List message = Rcpp::List::create(kOpCall, call_id, fun, args);
-  if (!w.usable() || !write_message(*w.conn, message)) {
-    if (w.conn && w.conn->interrupted()) throw Interrupted();
-    return retire(pool, w);
-  }
-  w.node_calls.push_back(call_id);
-  return R_NilValue;
-}
-
-int node_wait(Pool& pool, const std::vector<int>& slots, double timeout) {
-  InterruptCheck check_interrupt;
-  double deadline = timeout < 0 ? std::numeric_limits<double>::infinity()
-                                : monotonic_seconds() + timeout;
-  for (;;) {
-    std::vector<pollfd> fds;
-    std::vector<int> owners;
-    for (int slot : slots) {
-      Worker& w = pool.worker(slot);
-      if (w.node_calls.empty()) continue;
-      if (!w.usable() || w.conn->has_buffered_input()) return slot;
-      fds.push_back({w.conn->fd(), POLLIN, 0});
-      owners.push_back(slot);
-    }
-    double left = deadline - monotonic_seconds();
-    if (fds.empty() || left <= 0) return -1;
-    int wait_ms = static_cast<int>(std::ceil(std::min(left, kInterruptCheckSeconds) * 1000));
-    int rc = poll(fds.data(), fds.size(), wait_ms);
-    check_interrupt();
-    if (rc > 0) {
-      for (size_t i = 0; i < fds.size(); ++i)
-        if (fds[i].revents) return owners[i];
-    }
-  }
+  Rcpp::List message(protocol::kRequestFields);
+  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
+  message[protocol::kRequestCall] = call_id;
+  message[protocol::kRequestStart] = 0.0;
+  message[protocol::kRequestData] = args;
+  message[protocol::kRequestJob] = fun;
+  bool sent = w.usable() && write_message(*w.conn, message);
+  w.node_calls.push_back({call_id, tag});
+  if (!sent) fail_calls(pool, w);
+  interrupts::raise_pending();
+  guard.done();
 }
 
 SEXP node_receive(Pool& pool, int slot) {
+  AbandonOnUnwind guard(pool);
   Worker& w = pool.worker(slot);
-  // The worker that had the call died and was replaced since.
-  if (w.node_calls.empty())
-    return lost(pool, w, "died and was replaced before its reply was read", false);
+  while (w.node_replies.empty()) {
+    if (w.node_calls.empty()) {
+      guard.done();
+      nothing_awaited();
+    }
+    if (!take(pool, w)) wait_workers({&w}, -1);
+  }
+  guard.done();
+  return take_kept(pool, w);
+}
+
+SEXP node_receive_any(Pool& pool, const std::vector<int>& slots) {
+  AbandonOnUnwind guard(pool);
   for (;;) {
-    if (!w.usable() || !w.conn->begin_message()) {
-      if (w.conn && w.conn->interrupted()) throw Interrupted();
-      return retire(pool, w);
+    std::vector<Worker*> waiting;
+    for (int slot : slots) {
+      Worker& w = pool.worker(slot);
+      if (w.node_replies.empty() && !w.node_calls.empty() && !take(pool, w))
+        waiting.push_back(&w);
+      if (!w.node_replies.empty()) {
+        guard.done();
+        return Rcpp::List::create(Rcpp::Named("slot") = slot + 1,
+                                  Rcpp::Named("reply") = take_kept(pool, w));
+      }
     }
-    Rcpp::List reply(read_message(*w.conn));
-    // replies owed for abandoned calls come first
-    if (w.stale_replies > 0) {
-      --w.stale_replies;
-      continue;
+    if (waiting.empty()) {
+      guard.done();
+      nothing_awaited();
     }
-    double expected = w.node_calls.front();
-    w.node_calls.pop_front();
-    if (Rcpp::as<double>(reply[kReplyCall]) != expected) {
-      w.conn->mark_broken("a reply out of order");
-      return retire(pool, w);
-    }
-    return reply;
+    wait_workers(waiting, -1);
   }
 }
 
-void node_cancel(Pool& pool, const std::vector<int>& slots) {
-  for (int slot : slots) {
-    Worker& w = pool.worker(slot);
-    if (w.node_calls.empty()) continue;
-    pool.cancel(w, w.node_calls.front());
-    w.stale_replies += static_cast<int>(w.node_calls.size());
-    w.node_calls.clear();
+bool node_busy(Pool& pool) {
+  for (int i = 0; i < pool.size(); ++i)
+    if (!pool.worker(i).node_calls.empty()) return true;
+  return false;
+}
+
+void node_collect(Pool& pool) {
+  AbandonOnUnwind guard(pool);
+  for (;;) {
+    std::vector<Worker*> waiting;
+    for (int i = 0; i < pool.size(); ++i) {
+      Worker& w = pool.worker(i);
+      while (!w.node_calls.empty() && take(pool, w)) {
+      }
+      if (!w.node_calls.empty()) waiting.push_back(&w);
+    }
+    if (waiting.empty()) break;
+    wait_workers(waiting, -1);
   }
+  guard.done();
+}
+
+void node_settle(Pool& pool) {
+  pool.check_workers();
+  for (int i = 0; i < pool.size(); ++i) {
+    Worker& w = pool.worker(i);
+    if (!w.usable() && !w.node_calls.empty()) fail_calls(pool, w);
+  }
+}
+
+SEXP node_connection(Pool& pool, int slot) {
+  Worker& w = pool.worker(slot);
+  SEXP con = PROTECT(new_poll_connection(pool.ready_fd(), &w.poll_fd));
+  refresh_poll(pool, w);
+  UNPROTECT(1);
+  return con;
 }
 
 }  // namespace bgpool

@@ -1,7 +1,11 @@
 // Operating-system services the portable core needs: processes, Unix
-// sockets, private directories, randomness. Implemented in unix/; bgpool
-// builds on Unix-alikes only (DESCRIPTION: OS_type unix).
+// sockets, private directories, shared memory, randomness. Implemented in
+// unix/.
 #pragma once
+
+#if !defined(__linux__)
+#error "bgpool's native core needs Linux for now: it uses memfd_create(), prctl() (PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER) and SO_PEERCRED, which other systems lack."
+#endif
 
 #include <sys/types.h>
 
@@ -56,8 +60,15 @@ struct PeerCredentials {
 };
 PeerCredentials peer_credentials(int fd);
 
+// A new directory (mode 0700) in `parent`, named after this process.
 std::string make_private_dir(const std::string& parent);
 void remove_dir_tree(const std::string& dir);
+// Takes the lock file of a pool's directory, held for the pool's life
+// (and released by the kernel when the process dies); returns its fd.
+int lock_pool_dir(const std::string& dir);
+// Whether a pool's directory was left by a process that has died: it has
+// a lock file and nobody holds the lock.
+bool pool_dir_abandoned(const std::string& dir);
 
 std::string random_hex(size_t nbytes);
 
@@ -67,16 +78,10 @@ int create_shared_segment(const void* data, size_t bytes);
 void* map_private(int fd, size_t bytes);
 void unmap(void* addr, size_t bytes);
 
-// The file descriptors open in this process.
-std::vector<int> open_fds();
-// Whether `fd` is a listening TCP socket (what R's serverSocket() opens).
-bool is_tcp_listener(int fd);
-// Makes `target` refer to what `source` refers to (close-on-exec).
-void replace_fd(int source, int target);
-// A socket with one byte waiting to be read: always "ready" to poll().
-int readable_socket();
-// Ends both directions of a socket, whatever other descriptors share it.
-void shutdown_socket(int fd);
+// A socket that always polls as readable (its caller closes it); and one
+// for the life of the process, made when first asked for.
+int ready_socket();
+int always_ready_fd();
 
 // Whether `pid` is a child of this process (one we can reap).
 bool is_child(pid_t pid);
@@ -86,6 +91,7 @@ bool is_child(pid_t pid);
 bool set_child_subreaper(bool on);
 
 // Worker side: die with the master, and exit now if it is already gone.
+// Exits (saying why on stderr) if the kernel refuses.
 void die_with_parent(pid_t expected_parent);
 
 // In a process forked from the template: wait until the master has adopted
@@ -93,13 +99,21 @@ void die_with_parent(pid_t expected_parent);
 bool wait_for_adoption(pid_t master, double timeout_seconds);
 
 // Forks a process whose parent becomes the nearest subreaper: a child that
-// forks again and exits at once. Returns true in the new process.
-bool fork_orphan();
+// forks again and exits at once. Returns 0 in the new process and its pid
+// in this one. Throws std::system_error.
+pid_t fork_orphan();
 
-// Points this process's standard output and error at `path` (appending),
-// or, when `path` is empty, at the stdout and stderr passed to the process
-// it was forked from (SpawnSpec::pass_stdio).
-void redirect_output(const std::string& path);
+// Opens (appending, creating it) the file a worker's output goes to;
+// -1 with errno set on failure.
+int open_output(const std::string& path);
+// Points this process's standard output and error at `fd` (closing it),
+// or, when `fd` is -1, at the stdout and stderr passed to the process it
+// was forked from (SpawnSpec::pass_stdio). Exits, saying why, on failure.
+void redirect_output(int fd);
+
+// Keeps a log file below `limit` bytes: if it is larger, only its last
+// `keep` bytes stay, after a line saying that earlier output was dropped.
+void trim_file(const std::string& path, size_t limit, size_t keep);
 
 // Ends this process at once, as _exit() does: no exit handlers, no flush
 // of stdio buffers copied from the parent.

@@ -1,27 +1,27 @@
 // Worker lifecycle: start, handshake, health, replacement, shutdown.
 #include "pool.h"
 
-#include "clock.h"
-
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <signal.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
-#include <Rcpp.h>
+#include "clock.h"
+#include "interrupts.h"
+#include "node_connection.h"
+#include "wait.h"
 
 namespace bgpool {
 
 namespace {
-
-void check_interrupt(void*) { R_CheckUserInterrupt(); }
 
 bool same_token(const char* a, const std::string& b) {
   unsigned char diff = 0;  // constant time: no early exit on the first mismatch
@@ -29,23 +29,32 @@ bool same_token(const char* a, const std::string& b) {
   return diff == 0;
 }
 
-}  // namespace
+constexpr double kLogCheckSeconds = 2;
+constexpr size_t kLogKeepBytes = 256 * 1024;
 
-bool interrupt_pending() { return !R_ToplevelExec(check_interrupt, nullptr); }
-
-void check_user_interrupt() {
-  Rcpp::unwindProtect([] {
-    R_CheckUserInterrupt();
-    return R_NilValue;
-  });
+// A worker's own temporary directory (TMPDIR; see worker_connect()).
+std::string temp_dir_of(const std::string& pool_dir, pid_t pid) {
+  return pool_dir + "/tmp-" + std::to_string(pid);
 }
 
+}  // namespace
+
+int call_tag(double call_id) { return 1 + static_cast<int>(std::fmod(call_id, 2147483646.0)); }
+
 Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
-    : command_(command) {
+    : command_(command), owner_(getpid()) {
   dir_ = os::make_private_dir(temp_dir);
+  try {
+    lock_fd_ = os::lock_pool_dir(dir_);
+  } catch (...) {
+    os::remove_dir_tree(dir_);
+    throw;
+  }
   socket_path_ = dir_ + "/socket";
   token_ = os::random_hex(32);
 }
+
+bool Pool::owned() const { return getpid() == owner_; }
 
 // The pool listens only while workers are starting: at any other time
 // nobody can connect to it at all.
@@ -82,7 +91,6 @@ void Pool::reset(Worker& w) {
   w.exit = os::ExitInfo();
   w.in_flight.clear();
   w.node_calls.clear();
-  w.stale_replies = 0;
   w.job_call = -1;
   w.busy_since = w.cancelled_at = 0;
 }
@@ -171,24 +179,19 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   double deadline = monotonic_seconds() + command_.start_timeout;
   while (!waiting.empty()) {
     std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+    bool forking = template_.conn && &template_ != waiting[0];
+    if (forking) fds.push_back({template_.conn->fd(), POLLIN, 0});
     for (const Greeting& g : greetings) fds.push_back({g.conn->fd(), POLLIN, 0});
-    poll(fds.data(), fds.size(), 100);
+    if (wait_fds(fds.data(), fds.size(), monotonic_seconds() + kWaitSlice, interrupts::poll) ==
+        WaitResult::Interrupted)
+      interrupts::raise_pending();
     if (fds[0].revents) accept_all(greetings);
+    if (forking && (fds[1].revents || template_.conn->has_input())) take_fork_reports(waiting);
     for (size_t i = 0; i < greetings.size();)
       if (greet(greetings[i], waiting)) greetings.erase(greetings.begin() + i);
       else ++i;
     if (waiting.empty()) break;
-    // Forked workers have no pid until they connect: while they start, the
-    // template must stay alive.
-    Worker& starter = waiting[0]->pid > 0 ? *waiting[0] : template_;
-    starter.exit = os::reap(starter.pid);
-    if (starter.exit.exited)
-      throw std::runtime_error(
-          std::string(&starter == &template_ ? "the process that starts workers"
-                                             : "a worker") +
-          " " + os::describe_exit(starter.exit) + " while starting. Its last output:\n" +
-          log_tail(starter));
-    check_user_interrupt();
+    check_started(waiting);
     if (monotonic_seconds() > deadline)
       throw std::runtime_error(std::to_string(waiting.size()) +
                                " worker(s) did not connect within " +
@@ -198,10 +201,51 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   }
 }
 
+// The template says which pid each new worker has, or why it could not
+// start one.
+void Pool::take_fork_reports(const std::vector<Worker*>& waiting) {
+  for (;;) {
+    ForkReport report{};
+    if (!template_.conn->has_input()) {
+      pollfd p{template_.conn->fd(), POLLIN, 0};
+      if (poll(&p, 1, 0) <= 0) return;
+    }
+    if (!template_.conn->read_raw(&report, sizeof report, 5)) return;  // checked by check_started
+    for (Worker* w : waiting) {
+      if (static_cast<uint32_t>(w->slot) != report.slot) continue;
+      if (report.pid > 0) {
+        w->pid = report.pid;
+        break;
+      }
+      std::string what = report.failed_step == kForkOpenOutput
+                             ? "cannot open the file for its output, " + w->log_path
+                             : std::string("cannot fork it");
+      throw std::runtime_error("could not start worker " + std::to_string(w->slot + 1) + ": " +
+                               what + ": " + strerror(report.error));
+    }
+  }
+}
+
+// A worker, or the template, that ended while starting fails the start at
+// once, with what it said.
+void Pool::check_started(const std::vector<Worker*>& waiting) {
+  auto ended = [&](Worker& w, const std::string& who) {
+    if (w.pid <= 0) return;
+    w.exit = os::reap(w.pid);
+    if (!w.exit.exited) return;
+    reaped(w);
+    throw std::runtime_error(who + " " + os::describe_exit(w.exit) +
+                             " while starting. Its last output:\n" + log_tail(w));
+  };
+  for (Worker* w : waiting)
+    if (w != &template_) ended(*w, "worker " + std::to_string(w->slot + 1));
+  ended(template_, "the process that starts workers");
+}
+
 void Pool::accept_all(std::vector<Greeting>& greetings) {
   for (int fd; (fd = os::accept_unix(listen_fd_)) >= 0;) {
     Greeting g;
-    g.conn = std::make_unique<Connection>(fd, interrupt_pending);
+    g.conn = std::make_unique<Connection>(fd, interrupts::poll);
     g.peer = os::peer_credentials(fd);
     // Our processes greet at once; anyone else is dropped after a second.
     g.deadline = monotonic_seconds() + 1.0;
@@ -210,29 +254,33 @@ void Pool::accept_all(std::vector<Greeting>& greetings) {
 }
 
 // Reads what has come of a greeting; admits it if it is the template or
-// one of the workers we wait for: the pool's token and (for a worker) a
-// process the master has adopted. Returns true when done with it.
+// one of the workers we wait for: the pool's token, and the pid the
+// template reported for that worker (a greeting may come before that
+// report: it waits for it). Returns true when done with it.
 bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
-  char* into = reinterpret_cast<char*>(&g.hello) + g.received;
-  ssize_t got = recv(g.conn->fd(), into, sizeof g.hello - g.received, MSG_DONTWAIT);
-  if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return true;
-  if (got > 0) g.received += static_cast<size_t>(got);
-  if (g.received < sizeof g.hello) return monotonic_seconds() > g.deadline;
-  const Hello& hello = g.hello;
-  if (std::memcmp(hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
-      !same_token(hello.token, token_))
-    return true;
+  if (g.received < sizeof g.hello) {
+    char* into = reinterpret_cast<char*>(&g.hello) + g.received;
+    ssize_t got = recv(g.conn->fd(), into, sizeof g.hello - g.received, MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    if (got > 0) g.received += static_cast<size_t>(got);
+    if (g.received < sizeof g.hello) return monotonic_seconds() > g.deadline;
+    if (std::memcmp(g.hello.magic, kHelloMagic, sizeof kHelloMagic) != 0 ||
+        !same_token(g.hello.token, token_))
+      return true;
+  }
   for (auto it = waiting.begin(); it != waiting.end(); ++it) {
     Worker* w = *it;
-    bool match = w == &template_ ? hello.slot == kTemplateSlot && g.peer.pid == w->pid
-                                 : hello.slot == static_cast<uint32_t>(w->slot) &&
-                                       os::is_child(g.peer.pid);
-    if (!match) continue;
-    w->pid = g.peer.pid;
+    bool match = w == &template_ ? g.hello.slot == kTemplateSlot
+                                 : g.hello.slot == static_cast<uint32_t>(w->slot);
+    if (!match || w->conn) continue;
+    if (w->pid <= 0) return monotonic_seconds() > g.deadline;  // its report is on its way
+    if (g.peer.pid != w->pid) return true;
     w->conn = std::move(g.conn);
-    if (w->mirror_fd >= 0) mirror(*w, false);
+    // The template's link carries only small raw messages, never waits long.
+    if (w == &template_) w->conn->set_interrupt_poll(nullptr);
+    if (w->poll_fd) *w->poll_fd = w->conn->fd();
     waiting.erase(it);
-    break;
+    return true;
   }
   return true;
 }
@@ -240,18 +288,31 @@ bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
 bool Pool::check_workers() {
   bool all_usable = true;
   for (auto& w : workers_) {
-    if (w->alive()) w->exit = os::reap(w->pid);
+    if (w->alive()) {
+      w->exit = os::reap(w->pid);
+      if (w->exit.exited) reaped(*w);
+    }
     all_usable = all_usable && w->usable();
   }
   return all_usable;
+}
+
+// What a worker leaves behind when it ends without cleaning up after
+// itself (killed): its temporary directory.
+void Pool::reaped(Worker& w) {
+  if (&w != &template_) os::remove_dir_tree(temp_dir_of(dir_, w.pid));
 }
 
 void Pool::wait_exit(Worker& w, double seconds) {
   double deadline = monotonic_seconds() + seconds;
   while (w.alive()) {
     w.exit = os::reap(w.pid);
-    if (!w.exit.exited && monotonic_seconds() > deadline) return;
-    if (!w.exit.exited) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (w.exit.exited) {
+      reaped(w);
+      return;
+    }
+    if (monotonic_seconds() > deadline) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
@@ -264,28 +325,12 @@ void Pool::kill_worker(Worker& w) {
 }
 
 std::string Pool::retire(Worker& w) {
-  double deadline = monotonic_seconds() + 0.5;
-  while (w.alive() && monotonic_seconds() < deadline) {
-    w.exit = os::reap(w.pid);
-    if (!w.exit.exited) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  wait_exit(w, 0.5);
   std::string how = w.exit.exited ? os::describe_exit(w.exit)
                                   : "lost its connection (" +
                                         (w.conn ? w.conn->failure() : std::string("closed")) + ")";
   kill_worker(w);
   return how;
-}
-
-void Pool::mirror(Worker& w, bool ready, int fd) {
-  if (fd >= 0) w.mirror_fd = fd;
-  if (w.mirror_fd < 0) return;
-  if (ready || !w.conn) {
-    int readable = os::readable_socket();
-    os::replace_fd(readable, w.mirror_fd);
-    close(readable);
-  } else {
-    os::replace_fd(w.conn->fd(), w.mirror_fd);
-  }
 }
 
 void Pool::cancel(Worker& w, double call_id) {
@@ -296,35 +341,46 @@ void Pool::cancel(Worker& w, double call_id) {
   w.cancelled_at = monotonic_seconds();
 }
 
-std::vector<int> Pool::replace_unusable() {
-  check_workers();
+void Pool::replace(const std::vector<int>& slots) {
   std::vector<Worker*> waiting;
-  std::vector<int> slots;
-  for (auto& w : workers_) {
-    // a worker that owes a cluster node its reply stays until that node
-    // reads how it ended (R/cluster.R)
-    if (w->usable() || !w->node_calls.empty()) continue;
-    waiting.push_back(w.get());
-    slots.push_back(w->slot);
-  }
-  if (waiting.empty()) return slots;
+  for (int slot : slots) waiting.push_back(workers_.at(slot).get());
+  if (waiting.empty()) return;
   Listening listening(*this);
   Adopting adopting;
   fork_workers(waiting);
   connect_all(waiting);
-  return slots;
+}
+
+// In a process forked from the owner: closes this copy's descriptors,
+// without a word to the workers (they are the owner's).
+void Pool::let_go() {
+  for (auto& w : workers_) {
+    w->conn.reset();
+    w->pid = -1;
+  }
+  template_.conn.reset();
+  template_.pid = -1;
+  if (lock_fd_ >= 0) close(lock_fd_);
+  lock_fd_ = -1;
+  if (ready_fd_ >= 0) close(ready_fd_);
+  ready_fd_ = -1;
 }
 
 void Pool::stop() {
   if (stopped_) return;
   stopped_ = true;
+  for (auto& w : workers_)
+    if (w->poll_fd) detach_poll_connection(w->poll_fd, os::always_ready_fd());
+  if (!owned()) {
+    let_go();
+    return;
+  }
   // Closing the connection is the signal to exit: workers leave their loop
   // at end of stream. Those that don't within a grace period are killed.
   std::vector<Worker*> all{&template_};
   for (auto& w : workers_) all.push_back(w.get());
-  // (a mirror descriptor would otherwise keep a socket open)
   for (Worker* w : all) {
-    if (w->conn) os::shutdown_socket(w->conn->fd());
+    if (w->conn) shutdown(w->conn->fd(), SHUT_RDWR);
     w->conn.reset();
   }
   double deadline = monotonic_seconds() + 2;
@@ -333,7 +389,16 @@ void Pool::stop() {
     if (w->alive()) os::send_signal(w->pid, SIGTERM);
   for (Worker* w : all) wait_exit(*w, 1);
   for (Worker* w : all) kill_worker(*w);
+  if (lock_fd_ >= 0) close(lock_fd_);
+  lock_fd_ = -1;
+  if (ready_fd_ >= 0) close(ready_fd_);
+  ready_fd_ = -1;
   os::remove_dir_tree(dir_);
+}
+
+int Pool::ready_fd() {
+  if (ready_fd_ < 0) ready_fd_ = os::ready_socket();
+  return ready_fd_;
 }
 
 std::string Pool::log_tail(const Worker& w, size_t max_lines) const {
@@ -355,6 +420,15 @@ std::string Pool::log_tail(const Worker& w, size_t max_lines) const {
   std::string out;
   for (size_t i = first; i < lines.size(); ++i) out += lines[i] + "\n";
   return out;
+}
+
+void Pool::trim_logs() {
+  if (command_.output != Output::Logs || !(log_limit_ > 0)) return;
+  double now = monotonic_seconds();
+  if (now - logs_checked_ < kLogCheckSeconds) return;
+  logs_checked_ = now;
+  size_t keep = std::min(kLogKeepBytes, static_cast<size_t>(log_limit_ / 2));
+  for (auto& w : workers_) os::trim_file(w->log_path, static_cast<size_t>(log_limit_), keep);
 }
 
 }  // namespace bgpool

@@ -1,9 +1,10 @@
 // The pool: worker processes, their connections, their lifecycle.
 #pragma once
 
+#include <Rcpp.h>
 #include <sys/types.h>
 
-#include <cmath>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
@@ -37,22 +38,30 @@ struct Range {
   double length;
 };
 
+// A call sent through parallel's node interface (nodes.cpp): its number,
+// and the tag parallel gave it, which its reply carries back.
+struct NodeCall {
+  double call_id;
+  Rcpp::RObject tag;
+};
+
 struct Worker {
   int slot = 0;
   pid_t pid = -1;
   std::unique_ptr<Connection> conn;
   std::string log_path;
   os::ExitInfo exit;
-  // Messages sent for the current call whose replies are awaited, oldest
-  // first; and replies still owed for calls that were abandoned.
+  // Requests of the call under way whose replies are awaited, oldest first.
   std::deque<Range> in_flight;
-  int stale_replies = 0;
-  // Calls sent through parallel's node interface (R/cluster.R) whose
-  // replies are awaited; and the descriptor of the R connection that
-  // mirrors this worker's socket, so R can poll it (-1: none).
-  std::deque<double> node_calls;
-  int mirror_fd = -1;
-  // The call whose function this worker has already received.
+  // Calls sent through parallel's node interface whose replies are
+  // awaited, oldest first.
+  std::deque<NodeCall> node_calls;
+  // Replies to such calls read already but not yet asked for.
+  std::deque<Rcpp::RObject> node_replies;
+  // The descriptor that the node's R connection polls (node_connection.c);
+  // null when the node has none.
+  int* poll_fd = nullptr;
+  // The call whose job this worker has already received.
   double job_call = -1;
   // When the task at the head of in_flight started (for time limits), and
   // when this worker was last told to drop its work.
@@ -61,7 +70,10 @@ struct Worker {
 
   bool alive() const { return pid > 0 && !exit.exited; }
   bool usable() const { return alive() && conn && !conn->broken(); }
-  int awaiting() const { return static_cast<int>(in_flight.size()) + stale_replies; }
+  // Replies the worker still owes (every request gets one, in order), and
+  // those of them for calls that were abandoned: the oldest.
+  uint64_t owed() const { return conn ? conn->written() - conn->read_count() : 0; }
+  uint64_t stale() const { return owed() - in_flight.size() - node_calls.size(); }
 };
 
 class Pool {
@@ -80,8 +92,12 @@ class Pool {
   // subreaper while workers start), which reaps it like a child it started.
   void start(int size);
   // Stops every worker: asks politely, then kills; reaps; removes files.
+  // In a process forked from the master (which shares its sockets), only
+  // lets go of this copy of the pool: the master's workers are not ours.
   void stop();
   bool stopped() const { return stopped_; }
+  // Whether this process is the one that created the pool.
+  bool owned() const;
 
   int size() const { return static_cast<int>(workers_.size()); }
   Worker& worker(int slot) { return *workers_[slot]; }
@@ -89,19 +105,14 @@ class Pool {
 
   // Reaps workers that have exited; returns whether all are still usable.
   bool check_workers();
-  // Replaces workers that are dead or whose connection broke (but not
-  // while a cluster node awaits their reply); returns the slots replaced
-  // (their new processes start from an empty state).
-  std::vector<int> replace_unusable();
+  // Starts new workers in `slots` (0-based), from an empty state, in place
+  // of those there (killed first, if still alive).
+  void replace(const std::vector<int>& slots);
   // Ends a worker now (it misbehaved, or its link broke).
   void kill_worker(Worker& w);
   // Ends a worker whose link failed, after giving it a moment to report its
   // own exit status; returns how it ended, for the user.
   std::string retire(Worker& w);
-  // Points the worker's mirror descriptor at its socket (`ready` false) or
-  // at a socket that always polls as readable (a reply has been read and
-  // awaits R). Makes `fd` the mirror when it is not -1.
-  void mirror(Worker& w, bool ready, int fd = -1);
   // Asks a worker to abandon the tasks of call `call_id` (SIGUSR1 carrying
   // the call's number; the worker interrupts only that call's tasks).
   void cancel(Worker& w, double call_id);
@@ -109,44 +120,47 @@ class Pool {
   // report of a crash with its traceback. With a shared output file, the
   // last lines of all workers.
   std::string log_tail(const Worker& w, size_t max_lines = 40) const;
+  // Keeps each worker's own log below the limit (0: none): a log over it
+  // keeps only its last part. Checked at most every few seconds.
+  void set_log_limit(double bytes) { log_limit_ = bytes; }
+  void trim_logs();
 
   double next_call_id() { return ++call_id_; }
+  // A descriptor that polls as readable while the pool lives.
+  int ready_fd();
 
  private:
   class Listening;
+  struct Greeting;
   void reset(Worker& w);
   void start_template();
   std::string output_path(const Worker& w) const;
   void fork_workers(const std::vector<Worker*>& waiting);
-  struct Greeting;
   void connect_all(const std::vector<Worker*>& waiting);
   void accept_all(std::vector<Greeting>& greetings);
   bool greet(Greeting& g, std::vector<Worker*>& waiting);
+  void take_fork_reports(const std::vector<Worker*>& waiting);
+  void check_started(const std::vector<Worker*>& waiting);
   void wait_exit(Worker& w, double seconds);
+  void reaped(Worker& w);
+  void let_go();
 
   WorkerCommand command_;
   std::string dir_, socket_path_, token_;
+  pid_t owner_;
+  int lock_fd_ = -1;
+  int ready_fd_ = -1;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<Worker>> workers_;
   Worker template_;
   double call_id_ = 0;
+  double log_limit_ = 0;
+  double logs_checked_ = 0;
   bool stopped_ = false;
 };
 
-// Thrown when the user interrupted a wait inside R's serializer (where R
-// must not jump); turned into R's interrupt at the boundary to R.
-struct Interrupted {};
-
-// Whether the user has asked to interrupt (checked without R jumping).
-bool interrupt_pending();
-// Lets R act on a pending interrupt or time limit: R jumps out, as a C++
-// exception through the caller's frames, so their destructors clean up.
-void check_user_interrupt();
-
 // The number a worker sees for a call in its cancel signal.
-inline int call_tag(double call_id) {
-  return 1 + static_cast<int>(std::fmod(call_id, 2147483646.0));
-}
+int call_tag(double call_id);
 
 // The fixed-size greeting a worker (or the template) sends right after
 // connecting; its pid is taken from the socket's credentials instead.
@@ -155,14 +169,25 @@ struct Hello {
   uint32_t slot;
   char token[64];
 };
-constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '2', 0};
+constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '3', 0};
 constexpr uint32_t kTemplateSlot = 0xFFFFFFFF;
 
 // What the master asks of the template: fork a worker for `slot` that
-// writes its output to the log file whose path (log_length bytes) follows.
+// writes its output to the file whose path (path_length bytes) follows,
+// or to the master's own output when the path is empty.
 struct ForkRequest {
   uint32_t slot;
-  uint32_t log_length;
+  uint32_t path_length;
 };
+
+// What the template answers: the new worker's pid, or -1 and why not.
+struct ForkReport {
+  uint32_t slot;
+  int32_t pid;
+  int32_t error;  // errno of what failed
+  uint32_t failed_step;  // ForkStep
+};
+
+enum ForkStep : uint32_t { kForkOk, kForkOpenOutput, kForkFork };
 
 }  // namespace bgpool

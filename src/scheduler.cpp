@@ -6,18 +6,20 @@
 // about kTargetChunkSeconds by the workers' own timing: tiny tasks travel
 // in large batches, long tasks one at a time.
 //
-// A call that ends early (a worker lost, an interrupt, an R error while
-// waiting) tells the workers still busy with it to drop that work; their
-// replies, still owed, are read and dropped before the next call's.
+// A call that ends early (a worker lost with no retries, an interrupt, an
+// R error) tells the workers still busy with it to drop that work; their
+// replies, still owed, are dropped unread before the next call's.
 #include "scheduler.h"
-
-#include <poll.h>
 
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 
 #include "clock.h"
+#include "interrupts.h"
+#include "protocol.h"
+#include "replies.h"
 #include "serialize.h"
 
 namespace bgpool {
@@ -28,6 +30,8 @@ constexpr int kDepth = 2;
 constexpr double kTargetChunkSeconds = 0.002;
 constexpr double kMinChunkSeconds = 0.0005;
 constexpr double kProgressSeconds = 0.1;
+// How often a long wait wakes to look after the workers' logs.
+constexpr double kHousekeepingSeconds = 1;
 
 // Copies x[from + i] (recycling x when shorter) for i < len into a new
 // vector of x's type, without attributes: only elements travel.
@@ -101,40 +105,48 @@ class Progress {
   double last_ = monotonic_seconds();
 };
 
-// State of one call: results in input order, failures, and bookkeeping.
+// The state of one call: what each element came to, and the losses.
 class Gather {
  public:
-  Gather(Pool& pool, R_xlen_t n, double timeout, SEXP progress = R_NilValue)
-      : pool_(pool), values_(n), done_(n), timeout_(timeout), progress_(progress) {
-    std::fill(done_.begin(), done_.end(), FALSE);
+  Gather(Pool& pool, R_xlen_t n, double timeout, int retry, SEXP attempts,
+         SEXP progress = R_NilValue)
+      : pool_(pool),
+        values_(n),
+        finished_(n),
+        attempts_(attempts),
+        timeout_(timeout),
+        retry_(retry),
+        progress_(progress) {
+    std::fill(finished_.begin(), finished_.end(), FALSE);
     call_id_ = pool.next_call_id();
   }
 
-  // However the call ends, workers still busy with it are told to drop it.
+  // However the call ends, workers still busy with it are told to drop it;
+  // their replies are owed still, and dropped before the next call's.
   ~Gather() {
     for (int i = 0; i < pool_.size(); ++i) {
       Worker& w = pool_.worker(i);
       if (w.in_flight.empty()) continue;
       pool_.cancel(w, call_id_);
-      w.stale_replies += static_cast<int>(w.in_flight.size());
       w.in_flight.clear();
     }
   }
 
   double call_id() const { return call_id_; }
-  bool lost() const { return lost_ != R_NilValue; }
+  // Whether the call stops now (a worker lost, no retries).
+  bool stopped() const { return stopped_; }
   // Seconds per element, from the latest chunk: the first chunks of a call
   // also pay for compiling the function, which must not keep chunks small.
   double estimate() const { return estimate_; }
+  std::deque<Range>& pending() { return pending_; }
 
-  bool send(Worker& w, SEXP message, Range range) {
-    if (!w.usable()) return worker_lost(w, false);
-    if (!write_message(*w.conn, message)) {
-      if (w.conn->interrupted()) throw Interrupted();
-      return worker_lost(w, false);
-    }
-    if (w.awaiting() == 0) w.busy_since = monotonic_seconds();
+  bool send(Worker& w, SEXP message, Range range, const std::vector<int>& fds = {}) {
+    if (!w.usable() || !write_message(*w.conn, message, fds)) return worker_lost(w, false);
+    if (w.in_flight.empty()) w.busy_since = monotonic_seconds();
     w.in_flight.push_back(range);
+    // (a write that an interrupt cut short went on into memory: the
+    // message is whole, and the interrupt is acted on now)
+    interrupts::raise_pending();
     return true;
   }
 
@@ -144,149 +156,160 @@ class Gather {
     return false;
   }
 
-  // Waits for one message from a worker that owes replies and handles it;
-  // elements after one that failed go back to `requeue`.
-  void receive(std::deque<Range>& requeue) {
-    Worker* ready = nullptr;
-    while (!ready && !lost()) ready = wait_ready();
-    if (!ready) return;
-    Worker& w = *ready;
-    if (!w.conn->begin_message()) {
-      if (w.conn->interrupted()) throw Interrupted();
-      worker_lost(w, false);
-      return;
+  // Waits for a reply from one of the workers running the call and
+  // handles it; elements after one that failed go back to be run. Returns
+  // after one reply, a worker lost, or a housekeeping wake-up.
+  void receive() {
+    std::vector<Worker*> waiting;
+    double deadline = monotonic_seconds() + kHousekeepingSeconds;
+    for (int i = 0; i < pool_.size(); ++i) {
+      Worker& w = pool_.worker(i);
+      if (w.in_flight.empty()) continue;
+      switch (take_input(w)) {
+        case Arrival::Reply:
+          return handle_reply(w);
+        case Arrival::Failed:
+          worker_lost(w, false);
+          return;
+        case Arrival::Nothing:
+          break;
+      }
+      waiting.push_back(&w);
+      if (timed(w)) deadline = std::min(deadline, w.busy_since + timeout_);
     }
-    Rcpp::List reply(read_message(*w.conn));
-    if (w.stale_replies > 0) {
-      --w.stale_replies;
-    } else {
-      Range range = w.in_flight.front();
-      w.in_flight.pop_front();
-      if (Rcpp::as<double>(reply[kReplyCall]) != call_id_) {
-        w.conn->mark_broken("a reply out of order");
-        worker_lost(w, false);
+    for (Worker* w : wait_workers(waiting, deadline)) {
+      switch (take_input(*w)) {
+        case Arrival::Reply:
+          return handle_reply(*w);
+        case Arrival::Failed:
+          worker_lost(*w, false);
+          return;
+        case Arrival::Nothing:
+          break;
+      }
+    }
+    // Only a task whose reply has not begun to come is past its limit: the
+    // master may have been busy with another worker's reply meanwhile.
+    double now = monotonic_seconds();
+    for (Worker* w : waiting) {
+      if (timed(*w) && now >= w->busy_since + timeout_ && !w->conn->receiving()) {
+        worker_lost(*w, true);
         return;
       }
-      store(range, reply, requeue);
-      progress_.report(finished_);
     }
-    w.busy_since = monotonic_seconds();
+    pool_.trim_logs();
   }
 
-  void final_progress() { progress_.report(finished_, true); }
+  void final_progress() { progress_.report(done_, true); }
 
   SEXP result() {
     Rcpp::List errors(errors_.begin(), errors_.end());
     Rcpp::List warnings(warnings_.begin(), warnings_.end());
+    Rcpp::List losses(losses_.begin(), losses_.end());
     return Rcpp::List::create(
-        Rcpp::Named("values") = values_, Rcpp::Named("done") = done_,
+        Rcpp::Named("values") = values_, Rcpp::Named("finished") = finished_,
         Rcpp::Named("failed") = Rcpp::IntegerVector(failed_.begin(), failed_.end()),
         Rcpp::Named("errors") = errors, Rcpp::Named("warnings") = warnings,
-        Rcpp::Named("lost") = lost_);
+        Rcpp::Named("losses") = losses, Rcpp::Named("attempts") = attempts_);
   }
 
  private:
-  Worker* wait_ready() {
-    std::vector<pollfd> fds;
-    std::vector<Worker*> owners;
-    double now = monotonic_seconds();
-    int wait_ms = static_cast<int>(kInterruptCheckSeconds * 1000);
-    for (int i = 0; i < pool_.size(); ++i) {
-      Worker& w = pool_.worker(i);
-      if (w.awaiting() == 0 || !w.conn) continue;
-      if (w.conn->broken()) {
-        worker_lost(w, false);
-        return nullptr;
-      }
-      if (timeout_ > 0 && w.stale_replies == 0 && !w.in_flight.empty()) {
-        double left = w.busy_since + timeout_ - now;
-        if (left <= 0) {
-          worker_lost(w, true);
-          return nullptr;
-        }
-        wait_ms = std::min(wait_ms, static_cast<int>(std::ceil(left * 1000)));
-      }
-      if (w.conn->has_buffered_input()) return &w;
-      fds.push_back({w.conn->fd(), POLLIN, 0});
-      owners.push_back(&w);
-    }
-    if (fds.empty()) Rcpp::stop("bgpool: internal error: waiting with nothing in flight");
-    int rc = poll(fds.data(), fds.size(), wait_ms);
-    check_interrupt_();
-    if (rc > 0) {
-      for (size_t i = 0; i < fds.size(); ++i)
-        if (fds[i].revents) return owners[i];
-    }
-    return nullptr;
+  bool timed(const Worker& w) const {
+    return timeout_ > 0 && w.stale() == 0 && !w.in_flight.empty();
   }
 
-  void store(Range range, const Rcpp::List& reply, std::deque<Range>& requeue) {
-    SEXP values = reply[kReplyValues];
-    SEXP error = reply[kReplyError];
-    SEXP warnings = reply[kReplyWarnings];
+  void handle_reply(Worker& w) {
+    Rcpp::List reply = take_reply(w);
+    if (Rcpp::as<double>(reply[protocol::kReplyCall]) != call_id_) {
+      w.conn->mark_broken("a reply out of order");
+      worker_lost(w, false);
+      return;
+    }
+    Range range = w.in_flight.front();
+    w.in_flight.pop_front();
+    w.busy_since = monotonic_seconds();
+    store(range, reply);
+    progress_.report(done_);
+  }
+
+  void store(Range range, const Rcpp::List& reply) {
+    SEXP values = reply[protocol::kReplyValues];
+    SEXP error = reply[protocol::kReplyError];
+    SEXP warnings = reply[protocol::kReplyWarnings];
     R_xlen_t start = static_cast<R_xlen_t>(range.start);
     R_xlen_t count = static_cast<R_xlen_t>(range.length);
     R_xlen_t finished = count;
     if (error != R_NilValue) {
-      Rcpp::List err(error);
-      R_xlen_t position = static_cast<R_xlen_t>(Rcpp::as<double>(err["position"]));
+      Rcpp::List signal(error);
+      R_xlen_t position = static_cast<R_xlen_t>(Rcpp::as<double>(signal[protocol::kSignalPosition]));
       finished = position - 1;
       failed_.push_back(static_cast<int>(start + position));
-      errors_.push_back(err);
-      if (position < count) requeue.push_back({range.start + position, range.length - position});
-      done_[start + position - 1] = TRUE;
+      errors_.push_back(signal[protocol::kSignalCondition]);
+      if (position < count) pending_.push_front({range.start + position, range.length - position});
     }
     for (R_xlen_t i = 0; i < finished; ++i) {
       SET_VECTOR_ELT(values_, start + i, VECTOR_ELT(values, i));
-      done_[start + i] = TRUE;
+      finished_[start + i] = TRUE;
     }
     if (warnings != R_NilValue) {
       Rcpp::List list(warnings);
       for (R_xlen_t i = 0; i < list.size(); ++i) {
-        Rcpp::List warning(list[i]);
-        warning["position"] = Rcpp::as<double>(warning["position"]) + range.start;
-        warnings_.push_back(warning);
+        Rcpp::List signal(list[i]);
+        double position = Rcpp::as<double>(signal[protocol::kSignalPosition]) + range.start;
+        warnings_.push_back(Rcpp::List::create(position, signal[protocol::kSignalCondition]));
       }
     }
     double ran = static_cast<double>(finished + (error != R_NilValue));
-    finished_ += ran;
-    if (ran > 0) estimate_ = Rcpp::as<double>(reply[kReplyElapsed]) / ran;
+    done_ += ran;
+    if (ran > 0) estimate_ = Rcpp::as<double>(reply[protocol::kReplyElapsed]) / ran;
   }
 
-  // Records the loss of a worker (the first one of the call is reported)
-  // and makes sure it is gone; the pool replaces it at the next call.
+  // Records how a worker was lost and makes sure it is gone (the pool
+  // replaces it at the next call). Its elements each lose an attempt; those
+  // with attempts left go back to be run, unless the call stops here.
   bool worker_lost(Worker& w, bool timed_out) {
     std::vector<double> tasks;
     for (const Range& r : w.in_flight)
       for (double i = 0; i < r.length; ++i) tasks.push_back(r.start + i + 1);
-    w.in_flight.clear();
-    w.stale_replies = 0;
-    if (lost()) {
-      pool_.kill_worker(w);
-      return false;
-    }
     if (timed_out) pool_.kill_worker(w);
     std::string how = timed_out ? "was stopped: its task ran longer than the time limit"
                                 : pool_.retire(w);
-    lost_ = Rcpp::List::create(
+    losses_.push_back(Rcpp::List::create(
         Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid,
         Rcpp::Named("how") = how, Rcpp::Named("timed_out") = timed_out,
         Rcpp::Named("output") = pool_.log_tail(w),
-        Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end()));
+        Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end())));
+    if (retry_ == 0) {
+      stopped_ = true;
+    } else {
+      if (attempts_ == R_NilValue) {
+        attempts_ = Rcpp::IntegerVector(values_.size(), 0);
+      }
+      Rcpp::IntegerVector attempts(attempts_);
+      for (const Range& r : w.in_flight) {
+        for (double i = 0; i < r.length; ++i) {
+          R_xlen_t e = static_cast<R_xlen_t>(r.start + i);
+          if (++attempts[e] <= retry_) pending_.push_back({r.start + i, 1});
+        }
+      }
+    }
+    w.in_flight.clear();
     return false;
   }
 
   Pool& pool_;
   double call_id_;
   Rcpp::List values_;
-  Rcpp::LogicalVector done_;
+  Rcpp::LogicalVector finished_;
+  Rcpp::RObject attempts_;
   double timeout_;
+  int retry_;
+  bool stopped_ = false;
+  std::deque<Range> pending_;
   std::vector<int> failed_;
-  std::vector<Rcpp::RObject> errors_, warnings_;
-  Rcpp::RObject lost_;
+  std::vector<Rcpp::RObject> errors_, warnings_, losses_;
   double estimate_ = -1;
-  double finished_ = 0;  // elements done: finished or failed
-  InterruptCheck check_interrupt_;
+  double done_ = 0;  // elements done: finished or failed
   Progress progress_;
 };
 
@@ -324,46 +347,62 @@ double total(const std::deque<Range>& pending) {
   return sum;
 }
 
+int usable_workers(Pool& pool) {
+  int count = 0;
+  for (int i = 0; i < pool.size(); ++i) count += pool.worker(i).usable();
+  return count;
+}
+
 }  // namespace
 
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
-                  R_xlen_t chunk_size, double timeout, SEXP progress) {
-  Gather gather(pool, n, timeout, progress);
-  std::deque<Range> pending;
+                  R_xlen_t chunk_size, double timeout, int retry, SEXP attempts,
+                  SEXP progress) {
+  Gather gather(pool, n, timeout, retry, attempts, progress);
+  std::deque<Range>& pending = gather.pending();
   if (n > 0) pending.push_back({0, static_cast<double>(n)});
   int workers = pool.size();
-  while (!gather.lost()) {
+  while (!gather.stopped()) {
     bool sent = true;
-    while (sent && !pending.empty() && !gather.lost()) {
+    while (sent && !pending.empty() && !gather.stopped()) {
       sent = false;
-      for (int i = 0; i < workers && !pending.empty() && !gather.lost(); ++i) {
+      for (int i = 0; i < workers && !pending.empty() && !gather.stopped(); ++i) {
         Worker& w = pool.worker(i);
         // With a time limit nothing waits behind a task that may be stopped;
         // until the tasks' duration is known, one chunk per worker (to size
         // the next ones) rather than two.
         int depth = timeout > 0 || gather.estimate() < 0 ? 1 : kDepth;
-        if (!w.usable() || w.awaiting() >= depth) continue;
+        if (!w.usable() || static_cast<int>(w.in_flight.size()) >= depth) continue;
         R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), n, workers,
                                    gather.estimate(), chunk_size);
         Range range = take(pending, size);
         R_xlen_t from = static_cast<R_xlen_t>(range.start);
         R_xlen_t len = static_cast<R_xlen_t>(range.length);
-        Rcpp::List chunk_inputs;
+        Rcpp::RObject chunk;
         if (is_map) {
           Rcpp::List all(inputs);
-          chunk_inputs = Rcpp::List(all.size());
-          for (R_xlen_t j = 0; j < all.size(); ++j) chunk_inputs[j] = slice(all[j], from, len);
+          Rcpp::List columns(all.size());
+          for (R_xlen_t j = 0; j < all.size(); ++j) columns[j] = slice(all[j], from, len);
+          chunk = columns;
+        } else {
+          chunk = slice(inputs, from, len);
         }
-        Rcpp::RObject chunk = is_map ? static_cast<SEXP>(chunk_inputs) : slice(inputs, from, len);
-        Rcpp::List message = Rcpp::List::create(
-            kOpChunk, gather.call_id(), range.start, chunk,
-            w.job_call == gather.call_id() ? R_NilValue : job);
+        Rcpp::List message(protocol::kRequestFields);
+        message[protocol::kRequestKind] = static_cast<int>(protocol::kChunk);
+        message[protocol::kRequestCall] = gather.call_id();
+        message[protocol::kRequestStart] = range.start;
+        message[protocol::kRequestData] = chunk;
+        message[protocol::kRequestJob] = w.job_call == gather.call_id() ? R_NilValue : job;
         w.job_call = gather.call_id();
         if (gather.send(w, message, range)) sent = true;
       }
     }
-    if (gather.lost() || (pending.empty() && !gather.awaiting_replies())) break;
-    gather.receive(pending);
+    if (gather.stopped() || !gather.awaiting_replies()) {
+      // Elements are left only when no worker can take them: R replaces
+      // the lost workers and runs them again.
+      if (pending.empty() || usable_workers(pool) == 0 || gather.stopped()) break;
+    }
+    gather.receive();
   }
   gather.final_progress();
   return gather.result();
@@ -371,48 +410,38 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
 
 SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots,
                     const std::vector<int>& fds) {
-  Gather gather(pool, static_cast<R_xlen_t>(slots.size()), 0);
-  Rcpp::List message = Rcpp::List::create(kOpCall, gather.call_id(), fun, args);
-  std::deque<Range> unused;
-  for (size_t i = 0; i < slots.size() && !gather.lost(); ++i) {
-    Worker& w = pool.worker(slots[i]);
-    if (w.conn) w.conn->attach_fds(fds);
-    gather.send(w, message, {static_cast<double>(i), 1});
-  }
-  while (!gather.lost() && gather.awaiting_replies()) gather.receive(unused);
+  Gather gather(pool, static_cast<R_xlen_t>(slots.size()), 0, 0, R_NilValue);
+  Rcpp::List message(protocol::kRequestFields);
+  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
+  message[protocol::kRequestCall] = gather.call_id();
+  message[protocol::kRequestStart] = 0.0;
+  message[protocol::kRequestData] = args;
+  message[protocol::kRequestJob] = fun;
+  for (size_t i = 0; i < slots.size() && !gather.stopped(); ++i)
+    gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1}, fds);
+  while (!gather.stopped() && gather.awaiting_replies()) gather.receive();
   return gather.result();
 }
 
 void settle(Pool& pool, double grace) {
-  InterruptCheck check_interrupt;
   for (;;) {
-    std::vector<pollfd> fds;
-    std::vector<Worker*> owners;
+    std::vector<Worker*> owing;
     double now = monotonic_seconds();
     for (int i = 0; i < pool.size(); ++i) {
       Worker& w = pool.worker(i);
-      if (w.stale_replies == 0) continue;
+      while (w.stale() > 0 && w.usable()) {
+        Connection::Status status = w.conn->discard(false);
+        if (status != Connection::Status::Complete) break;
+      }
+      if (w.stale() == 0) continue;
       if (!w.usable() || now > w.cancelled_at + grace) {
         pool.kill_worker(w);
-        w.stale_replies = 0;
         continue;
       }
-      fds.push_back({w.conn->fd(), POLLIN, 0});
-      owners.push_back(&w);
+      owing.push_back(&w);
     }
-    if (fds.empty()) return;
-    poll(fds.data(), fds.size(), 20);
-    check_interrupt();
-    for (size_t i = 0; i < fds.size(); ++i) {
-      Worker& w = *owners[i];
-      if (!fds[i].revents && !w.conn->has_buffered_input()) continue;
-      if (!w.conn->begin_message()) {
-        if (w.conn->interrupted()) throw Interrupted();
-        continue;  // broken: killed on the next round
-      }
-      read_message(*w.conn);
-      --w.stale_replies;
-    }
+    if (owing.empty()) return;
+    wait_workers(owing, monotonic_seconds() + 0.02);
   }
 }
 

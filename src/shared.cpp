@@ -137,6 +137,20 @@ int segment_fd(SEXP segment) {
   return static_cast<int>(REAL(R_ExternalPtrTag(segment))[0]);
 }
 
+// Closes the master's descriptor of a segment now, not when R collects it:
+// the memory goes as soon as no worker maps it either.
+// [[Rcpp::export(rng = false)]]
+void release_segment(SEXP segment) { bgpool::close_finalizer(segment); }
+
+// Whether `x` is a vector whose data is a shared segment mapped here.
+// [[Rcpp::export(rng = false)]]
+bool is_shared_vector(SEXP x) {
+  if (!ALTREP(x)) return false;
+  for (SEXPTYPE type : {REALSXP, INTSXP, LGLSXP, RAWSXP, CPLXSXP})
+    if (R_altrep_inherits(x, bgpool::class_for(type))) return true;
+  return false;
+}
+
 // Worker side: a vector of `type` and `length` whose data is the segment
 // `fd` mapped copy-on-write. Takes ownership of fd (closed once mapped).
 // [[Rcpp::export(rng = false)]]

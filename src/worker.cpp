@@ -3,6 +3,7 @@
 // itself, then exchanges messages with the master. Called from R/worker.R.
 #include <Rcpp.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,11 +13,10 @@
 #include "clock.h"
 #include "platform.h"
 #include "pool.h"
+#include "protocol.h"
+#include "r_internals.h"
 #include "rng.h"
 #include "serialize.h"
-
-// R's flag for a pending user interrupt, acted on at R's next check.
-extern "C" int R_interrupts_pending;
 
 namespace {
 
@@ -25,12 +25,12 @@ namespace {
 std::string socket_path, token;
 pid_t master_pid = -1;
 std::unique_ptr<bgpool::Connection> master;
-double received_at = 0;  // when the message being handled arrived
+double received_at = 0;  // when the request being handled arrived
 
-// The call whose task runs now (its call_tag), or 0 between tasks. The
-// master cancels a call with SIGUSR1 carrying that call's tag; a signal
-// for any other call (one that arrives late) is ignored.
-// The last call cancelled: its messages still queued are not run.
+// The call whose request runs now (its call_tag), or 0 between requests.
+// The master cancels a call with SIGUSR1 carrying that call's tag; a
+// signal for any other call (one that arrives late) is ignored.
+// The last call cancelled: its requests still queued are not run.
 volatile sig_atomic_t running_call = 0;
 volatile sig_atomic_t cancelled_call = 0;
 
@@ -65,6 +65,95 @@ void greet_master(uint32_t slot) {
     Rcpp::stop("bgpool: cannot greet the master: %s", master->failure());
 }
 
+// Forks the worker the master asked for. Returns in the new worker only
+// (with its slot); the template answers with its pid or why it failed.
+bool fork_worker(const bgpool::ForkRequest& request, const std::string& output_path) {
+  bgpool::ForkReport report{request.slot, -1, 0, bgpool::kForkOk};
+  int output = -1;
+  if (!output_path.empty()) {
+    output = bgpool::os::open_output(output_path);
+    if (output < 0) {
+      report.error = errno;
+      report.failed_step = bgpool::kForkOpenOutput;
+    }
+  }
+  if (report.failed_step == bgpool::kForkOk) {
+    R_FlushConsole();  // or the fork repeats what was buffered
+    try {
+      pid_t pid = bgpool::os::fork_orphan();
+      if (pid == 0) {
+        master.reset();  // the template's link, not ours
+        bgpool::os::redirect_output(output);
+        return true;
+      }
+      report.pid = pid;
+    } catch (const std::system_error& e) {
+      report.error = e.code().value();
+      report.failed_step = bgpool::kForkFork;
+    }
+  }
+  if (output >= 0) close(output);
+  master->write_raw(&report, sizeof report);
+  return false;
+}
+
+// The state of the chunk a worker runs: what its tasks gave so far, and
+// which one runs (for the handlers in R/worker.R, when a task fails).
+struct Chunk {
+  SEXP values = R_NilValue;  // preserved while set
+  int position = 0;          // 1-based, in the chunk
+  void set(SEXP v) {
+    if (values != R_NilValue) R_ReleaseObject(values);
+    values = v;
+    if (v != R_NilValue) R_PreserveObject(v);
+    position = 0;
+  }
+} chunk;
+
+// `quote(value)`: an argument evaluated to `value`, as do.call(quote =
+// TRUE) passes its arguments.
+SEXP quoted(SEXP value) {
+  static SEXP quote = Rf_install("quote");
+  return Rf_lang2(quote, value);
+}
+
+// Extra arguments as a call's argument list (pairlist), named as given.
+SEXP argument_list(SEXP values, SEXP head = R_NilValue) {
+  SEXP names = Rf_getAttrib(values, R_NamesSymbol);
+  SEXP out = PROTECT(head);
+  for (R_xlen_t i = Rf_xlength(values) - 1; i >= 0; --i) {
+    out = Rf_lcons(quoted(VECTOR_ELT(values, i)), out);
+    UNPROTECT(1);
+    PROTECT(out);
+    if (names != R_NilValue && CHAR(STRING_ELT(names, i))[0] != '\0')
+      SET_TAG(out, Rf_installChar(STRING_ELT(names, i)));
+  }
+  UNPROTECT(1);
+  return out;
+}
+
+// x[[i]] of a plain vector (the scheduler sends columns without
+// attributes).
+SEXP element(SEXP x, R_xlen_t i) {
+  switch (TYPEOF(x)) {
+    case LGLSXP: return Rf_ScalarLogical(LOGICAL_ELT(x, i));
+    case INTSXP: return Rf_ScalarInteger(INTEGER_ELT(x, i));
+    case REALSXP: return Rf_ScalarReal(REAL_ELT(x, i));
+    case CPLXSXP: return Rf_ScalarComplex(COMPLEX_ELT(x, i));
+    case RAWSXP: return Rf_ScalarRaw(RAW_ELT(x, i));
+    case STRSXP: return Rf_ScalarString(STRING_ELT(x, i));
+    default: return VECTOR_ELT(x, i);
+  }
+}
+
+// The element of `list` named `name`, or NULL.
+SEXP field(SEXP list, const char* name) {
+  SEXP names = Rf_getAttrib(list, R_NamesSymbol);
+  for (R_xlen_t i = 0; i < Rf_xlength(names); ++i)
+    if (std::strcmp(CHAR(STRING_ELT(names, i)), name) == 0) return VECTOR_ELT(list, i);
+  return R_NilValue;
+}
+
 }  // namespace
 
 // The template's loop: returns -1 when the master has gone, and in each
@@ -79,87 +168,182 @@ int template_serve() {
   for (;;) {
     bgpool::ForkRequest request{};
     if (!master->read_raw(&request, sizeof request, -1)) return -1;
-    std::string log_path(request.log_length, '\0');
-    if (!master->read_raw(&log_path[0], log_path.size(), 10)) return -1;
-    R_FlushConsole();  // or the fork repeats what was buffered
-    if (bgpool::os::fork_orphan()) {
-      master.reset();  // the template's link, not ours
+    std::string output_path(request.path_length, '\0');
+    if (!master->read_raw(&output_path[0], output_path.size(), 10)) return -1;
+    if (fork_worker(request, output_path)) {
       if (!bgpool::os::wait_for_adoption(master_pid, 10)) bgpool::os::exit_now(1);
-      bgpool::os::redirect_output(log_path);
       return static_cast<int>(request.slot) + 1;
     }
   }
 }
 
+// Connects a new worker to the master. Its temporary directory is its own
+// (named after its pid, in the pool's directory), so that the master can
+// remove what a worker that was killed leaves there.
 // [[Rcpp::export(rng = false)]]
 void worker_connect(int slot) {
   install_cancel_handler();
+  const char* pool_dir = std::getenv("TMPDIR");
+  if (pool_dir) {
+    std::string own = std::string(pool_dir) + "/tmp-" + std::to_string(getpid());
+    if (mkdir(own.c_str(), 0700) == 0) setenv("TMPDIR", own.c_str(), 1);
+  }
   greet_master(static_cast<uint32_t>(slot - 1));
 }
 
-// The next message from the master, or NULL when the master has gone.
-// From here until its reply is sent, the message's call can be cancelled.
+// The next request from the master (see protocol.h), or NULL when the
+// master has gone. From here until its reply is sent, the request's call
+// can be cancelled.
 // [[Rcpp::export(rng = false)]]
 SEXP worker_receive() {
-  if (!master || !master->begin_message()) return R_NilValue;
-  SEXP message = PROTECT(bgpool::read_message(*master));
+  if (!master || master->read() != bgpool::Connection::Status::Complete) return R_NilValue;
+  SEXP request = PROTECT(bgpool::read_value(*master));
   received_at = bgpool::monotonic_seconds();
-  running_call = bgpool::call_tag(REAL(VECTOR_ELT(message, 1))[0]);
+  running_call = bgpool::call_tag(REAL(VECTOR_ELT(request, bgpool::protocol::kRequestCall))[0]);
   UNPROTECT(1);
-  return message;
+  return request;
 }
 
-// The next file descriptor that came with the master's messages, or -1.
+// Descriptor `index` (1-based) of those that came with the request, or -1;
+// the caller owns it. Those not taken are closed when the reply is sent.
 // [[Rcpp::export(rng = false)]]
-int worker_take_fd() { return master ? master->take_fd() : -1; }
+int worker_take_descriptor(int index) {
+  return master && index >= 1 ? master->take_descriptor(static_cast<size_t>(index - 1)) : -1;
+}
 
-// Whether the call of the message just received has been cancelled.
+// Whether the call of the request just received had been cancelled.
 // [[Rcpp::export(rng = false)]]
 bool worker_call_cancelled() { return running_call == cancelled_call; }
 
-// Sends the reply to `message` (see R/worker.R) and ends the window in
+// Whether the master has cancelled the call running now: an interrupt
+// condition is then ours, not one the task signalled.
+// [[Rcpp::export(rng = false)]]
+bool worker_cancel_requested() { return running_call != 0 && running_call == cancelled_call; }
+
+// Sends the reply to `request` (see protocol.h) and ends the window in
 // which a cancel signal interrupts: a cancel that came too late to stop
 // this task must not interrupt the next one. FALSE when the master has gone.
 // [[Rcpp::export(rng = false)]]
-bool worker_send(SEXP message, SEXP values, SEXP error, SEXP warnings) {
+bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) {
+  using namespace bgpool::protocol;
   running_call = 0;
   R_interrupts_pending = 0;
-  Rcpp::List reply = Rcpp::List::create(VECTOR_ELT(message, 1), VECTOR_ELT(message, 2), values,
-                                        error, bgpool::monotonic_seconds() - received_at,
-                                        warnings);
-  return master && bgpool::write_message(*master, reply);
+  Rcpp::List reply(kReplyFields);
+  reply[kReplyCall] = VECTOR_ELT(request, kRequestCall);
+  reply[kReplyStart] = VECTOR_ELT(request, kRequestStart);
+  reply[kReplyValues] = values;
+  reply[kReplyError] = error;
+  reply[kReplyElapsed] = bgpool::monotonic_seconds() - received_at;
+  reply[kReplyWarnings] = warnings;
+  chunk.set(R_NilValue);
+  if (!master) return false;
+  bool sent = bgpool::write_message(*master, reply);
+  master->release_message();
+  return sent;
 }
 
-// Evaluates `call` for k = 1..n in `env` (which holds `inputs`), storing
-// each value in `values`, which it defines in `env`. This is lapply()'s own
-// loop: the first `nforce` arguments are forced before the call, so a
-// function that keeps its argument unevaluated still sees its own element.
-// If a task fails, R jumps out to the caller's tryCatch(), and `k` and
-// `values` in `env` tell how far the chunk got.
-// With a `seed` (an L'Ecuyer-CMRG .Random.seed), the task of element i of
-// the call (1-based: `start` + k, or `index`[`start` + k] in a re-run of
-// some elements) runs with stream i of `seed`, the first being `seed`.
+// Runs the job of a chunk request on its elements, and returns their
+// values. Tasks are called as parLapply() (lapply() on the worker) and
+// clusterMap() (do.call() per element) call them: from a frame whose
+// enclosure is the base namespace (and so the global environment next),
+// holding nothing of bgpool's:
+//   lapply: FUN(X[[i]], ...) in a frame with X (the chunk), FUN, i and the
+//           extra arguments as `...`; the element is forced first;
+//   map:    FUN(quote(x1[[i]]), quote(x2[[i]]), ..., <MoreArgs>), named as
+//           the inputs are, as do.call(quote = TRUE) makes it.
+// If a task fails, R jumps out to the worker's handlers, which ask
+// worker_position() and worker_chunk_values() how far the chunk got.
+// With a `seed` (an L'Ecuyer-CMRG .Random.seed), the task of element e of
+// the call (`start` + i, or `index`[`start` + i] in a re-run of some
+// elements) runs with stream e of `seed`, the first being `seed`.
 // [[Rcpp::export(rng = false)]]
-void worker_run_elements(SEXP call, SEXP env, int n, int nforce, SEXP seed, SEXP index,
-                         double start) {
-  SEXP k = PROTECT(Rf_ScalarInteger(0));
-  SEXP values = PROTECT(Rf_allocVector(VECSXP, n));
-  Rf_defineVar(Rf_install("k"), k, env);
-  Rf_defineVar(Rf_install("values"), values, env);
-  UNPROTECT(2);
+SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
+  bool is_map = std::strcmp(CHAR(STRING_ELT(field(job, "kind"), 0)), "map") == 0;
+  SEXP fun = field(job, "fun");
+  SEXP extra = field(job, "extra");
+  SEXP seed = field(job, "seed");
+  SEXP index = field(job, "index");
+  SEXP names = field(job, "names");
+  R_xlen_t n = is_map ? Rf_xlength(VECTOR_ELT(inputs, 0)) : Rf_xlength(inputs);
+  chunk.set(Rf_allocVector(VECSXP, n));
+  SEXP values = chunk.values;
   std::unique_ptr<bgpool::TaskStreams> streams;
   if (seed != R_NilValue) streams = std::make_unique<bgpool::TaskStreams>(seed);
   R_xlen_t first = static_cast<R_xlen_t>(start);
+  SEXP frame = PROTECT(R_NewEnv(R_BaseNamespace, TRUE, 29));
+  static SEXP x_sym = Rf_install("X"), fun_sym = Rf_install("FUN"), i_sym = Rf_install("i");
+  SEXP i_value = R_NilValue, lapply_call = R_NilValue;
+  if (!is_map) {
+    Rf_defineVar(x_sym, inputs, frame);
+    Rf_defineVar(fun_sym, fun, frame);
+    i_value = Rf_ScalarInteger(0);
+    Rf_defineVar(i_sym, i_value, frame);
+    SEXP element = PROTECT(Rf_lang3(R_Bracket2Symbol, x_sym, i_sym));
+    SEXP rest = R_NilValue;
+    if (Rf_xlength(extra) > 0) {
+      SEXP dots = PROTECT(argument_list(extra));
+      SET_TYPEOF(dots, DOTSXP);
+      Rf_defineVar(R_DotsSymbol, dots, frame);
+      UNPROTECT(1);
+      rest = Rf_cons(R_DotsSymbol, R_NilValue);
+    }
+    PROTECT(rest);
+    lapply_call = Rf_lcons(fun_sym, Rf_cons(element, rest));
+    UNPROTECT(2);
+  }
+  PROTECT(lapply_call);
   Rcpp::unwindProtect([&] {
-    for (int i = 0; i < n; ++i) {
-      INTEGER(k)[0] = i + 1;
+    for (R_xlen_t i = 0; i < n; ++i) {
+      chunk.position = static_cast<int>(i + 1);
       if (streams) {
         double element = index == R_NilValue ? first + i + 1 : REAL(index)[first + i];
         streams->enter(static_cast<uint64_t>(element) - 1);
       }
-      SEXP value = R_forceAndCall(call, nforce, env);
+      SEXP value;
+      if (is_map) {
+        SEXP args = PROTECT(argument_list(extra));
+        for (R_xlen_t j = Rf_xlength(inputs) - 1; j >= 0; --j) {
+          args = Rf_lcons(quoted(element(VECTOR_ELT(inputs, j), i)), args);
+          UNPROTECT(1);
+          PROTECT(args);
+          if (names != R_NilValue && CHAR(STRING_ELT(names, j))[0] != '\0')
+            SET_TAG(args, Rf_installChar(STRING_ELT(names, j)));
+        }
+        SEXP call = PROTECT(Rf_lcons(fun, args));
+        value = Rf_eval(call, frame);
+        UNPROTECT(2);
+      } else {
+        INTEGER(i_value)[0] = static_cast<int>(i + 1);
+        value = R_forceAndCall(lapply_call, 1, frame);
+      }
       if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
     }
     return R_NilValue;
   });
+  UNPROTECT(2);
+  return values;
+}
+
+// Which element of the chunk runs now (1-based; 1 for a call request).
+// [[Rcpp::export(rng = false)]]
+int worker_position() { return chunk.position > 0 ? chunk.position : 1; }
+
+// The values of the elements before the one running now.
+// [[Rcpp::export(rng = false)]]
+SEXP worker_chunk_values() {
+  if (chunk.values == R_NilValue || chunk.position <= 1) return R_NilValue;
+  return Rf_xlengthgets(chunk.values, chunk.position - 1);
+}
+
+// do.call(fun, args, quote = TRUE) from a frame whose enclosure is the base
+// namespace: a call request, as clusterCall() makes it.
+// [[Rcpp::export(rng = false)]]
+SEXP worker_call(SEXP fun, SEXP args) {
+  SEXP frame = PROTECT(R_NewEnv(R_BaseNamespace, FALSE, 0));
+  static SEXP do_call = Rf_install("do.call");
+  SEXP call = PROTECT(Rf_lang4(do_call, fun, args, Rf_ScalarLogical(TRUE)));
+  SET_TAG(CDDDR(call), Rf_install("quote"));
+  SEXP value = Rcpp::unwindProtect([&] { return Rf_eval(call, frame); });
+  UNPROTECT(2);
+  return value;
 }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <system_error>
 
 extern char** environ;
@@ -112,9 +113,20 @@ void send_signal(pid_t pid, int sig) {
   if (pid > 0) kill(pid, sig);
 }
 
+// (not sigabbrev_np(), which glibc has only since 2.32)
 std::string signal_name(int sig) {
-  const char* abbrev = sigabbrev_np(sig);
-  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+  static const struct {
+    int number;
+    const char* name;
+  } names[] = {{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},
+               {SIGILL, "SIGILL"},   {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"},
+               {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},   {SIGKILL, "SIGKILL"},
+               {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+               {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"},
+               {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"}, {SIGSYS, "SIGSYS"}};
+  for (const auto& entry : names)
+    if (entry.number == sig) return entry.name;
+  return "signal " + std::to_string(sig);
 }
 
 std::string describe_exit(const ExitInfo& exit) {
@@ -130,8 +142,8 @@ bool is_child(pid_t pid) {
 
 bool set_child_subreaper(bool on) {
   int old = 0;
-  prctl(PR_GET_CHILD_SUBREAPER, &old);
-  prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0);
+  if (prctl(PR_GET_CHILD_SUBREAPER, &old) != 0 || prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0) != 0)
+    throw sys_error("prctl(PR_SET_CHILD_SUBREAPER)");
   return old != 0;
 }
 
@@ -144,37 +156,74 @@ bool wait_for_adoption(pid_t master, double timeout_seconds) {
   return true;
 }
 
-bool fork_orphan() {
+// The child tells the grandchild's pid through a pipe before it exits.
+pid_t fork_orphan() {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) < 0) throw sys_error("pipe");
   pid_t child = fork();
-  if (child < 0) throw sys_error("fork");
-  if (child == 0) {
-    pid_t grandchild = fork();
-    if (grandchild != 0) exit_now(grandchild < 0 ? 1 : 0);
-    return true;
+  if (child < 0) {
+    int saved = errno;
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    errno = saved;
+    throw sys_error("fork");
   }
+  if (child == 0) {
+    close(pipe_fds[0]);
+    pid_t grandchild = fork();
+    if (grandchild == 0) {
+      close(pipe_fds[1]);
+      return 0;
+    }
+    int report = grandchild < 0 ? -errno : grandchild;
+    ssize_t ignored = write(pipe_fds[1], &report, sizeof report);
+    (void)ignored;  // the parent sees a short read as a failed fork
+    exit_now(0);
+  }
+  close(pipe_fds[1]);
+  int report = -EAGAIN;
+  ssize_t got;
+  do got = read(pipe_fds[0], &report, sizeof report);
+  while (got < 0 && errno == EINTR);
+  close(pipe_fds[0]);
   int status;
   while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  return false;
+  if (got != sizeof report || report < 0) {
+    errno = got == sizeof report ? -report : EAGAIN;
+    throw sys_error("fork");
+  }
+  return report;
 }
 
-void redirect_output(const std::string& path) {
-  if (path.empty()) {
-    dup2(kPassedStdout, 1);
-    dup2(kPassedStderr, 2);
+int open_output(const std::string& path) {
+  return open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+namespace {
+
+[[noreturn]] void exit_saying(const char* what) {
+  // (stderr may be the only place left to say it)
+  dprintf(2, "bgpool worker: %s: %s\n", what, strerror(errno));
+  exit_now(70);
+}
+
+}  // namespace
+
+void redirect_output(int fd) {
+  int out = fd >= 0 ? fd : kPassedStdout;
+  int err = fd >= 0 ? fd : kPassedStderr;
+  if (dup2(out, 1) < 0 || dup2(err, 2) < 0) exit_saying("cannot redirect its output");
+  if (fd >= 0) {
+    close(fd);
+  } else {
     close(kPassedStdout);
     close(kPassedStderr);
-  } else {
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0) return;
-    dup2(fd, 1);
-    dup2(fd, 2);
-    close(fd);
   }
 }
 
 void die_with_parent(pid_t expected_parent) {
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) exit_saying("prctl(PR_SET_PDEATHSIG)");
   // The master may have died before prctl took effect.
   if (getppid() != expected_parent) exit_now(1);
 }

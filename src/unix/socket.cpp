@@ -1,18 +1,12 @@
-// Unix domain sockets, the pool's private directory and random tokens.
+// Unix domain sockets.
 #include "../platform.h"
 
-#include <dirent.h>
-#include <ftw.h>
-#include <netinet/in.h>
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -84,42 +78,12 @@ PeerCredentials peer_credentials(int fd) {
   return out;
 }
 
-std::vector<int> open_fds() {
-  std::vector<int> fds;
-  DIR* dir = opendir("/proc/self/fd");
-  if (!dir) throw sys_error("cannot list /proc/self/fd");
-  int own = dirfd(dir);
-  while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    int fd = std::atoi(entry->d_name);
-    if (fd != own) fds.push_back(fd);
-  }
-  closedir(dir);
-  return fds;
-}
-
-bool is_tcp_listener(int fd) {
-  int listening = 0, domain = 0;
-  socklen_t len = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) return false;
-  len = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return false;
-  return listening && (domain == AF_INET || domain == AF_INET6);
-}
-
-void replace_fd(int source, int target) {
-  int rc;
-  do rc = dup3(source, target, O_CLOEXEC);
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0) throw sys_error("dup3");
-}
-
-int readable_socket() {
+int ready_socket() {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) throw sys_error("socketpair");
   char byte = 1;
   ssize_t rc = write(pair[1], &byte, 1);
-  close(pair[1]);
+  close(pair[1]);  // (the byte stays readable)
   if (rc != 1) {
     close(pair[0]);
     throw sys_error("write");
@@ -127,44 +91,9 @@ int readable_socket() {
   return pair[0];
 }
 
-void shutdown_socket(int fd) { shutdown(fd, SHUT_RDWR); }
-
-std::string make_private_dir(const std::string& parent) {
-  // The pid in the name lets a later session find the directories of a
-  // master that was killed before it could remove them (R/pool.R).
-  std::string templ = parent + "/bgpool-" + std::to_string(getpid()) + "-XXXXXX";
-  if (!mkdtemp(&templ[0])) throw sys_error("cannot create a directory in " + parent);
-  chmod(templ.c_str(), 0700);  // mkdtemp does this already; say it anyway
-  return templ;
-}
-
-void remove_dir_tree(const std::string& dir) {
-  nftw(
-      dir.c_str(),
-      [](const char* path, const struct stat*, int type, struct FTW*) {
-        return (type == FTW_DP ? rmdir(path) : unlink(path)), 0;
-      },
-      16, FTW_DEPTH | FTW_PHYS);
-}
-
-std::string random_hex(size_t nbytes) {
-  std::vector<unsigned char> bytes(nbytes);
-  size_t got = 0;
-  while (got < nbytes) {
-    ssize_t rc = getrandom(bytes.data() + got, nbytes - got, 0);
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      throw sys_error("getrandom");
-    }
-    got += static_cast<size_t>(rc);
-  }
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out += digits[b >> 4];
-    out += digits[b & 15];
-  }
-  return out;
+int always_ready_fd() {
+  static int fd = ready_socket();
+  return fd;
 }
 
 }  // namespace os
