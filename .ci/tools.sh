@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Installs the programs that building and checking need, when missing, from
-# Debian's packages (where apt-get is available and we are root): pandoc,
-# which rmarkdown needs for the vignette and the R Markdown test
-# (tests/testthat/test-rmarkdown.R), and qpdf, which R CMD check --as-cran
-# needs to check the vignette's PDFs. Says nothing when both are there.
-# Without pandoc the vignette cannot be built and that test is skipped, so a
-# failure here is reported but does not stop the build.
+# Installs the programs that building, checking and testing need, when
+# missing, from Debian's packages (where apt-get is available and we are
+# root): pandoc, which rmarkdown needs for the vignette and the R Markdown
+# test (tests/testthat/test-rmarkdown.R); qpdf, which R CMD check --as-cran
+# needs to check the vignette's PDFs; strace, with which test-cluster.R
+# checks that no TCP socket is ever made. Says nothing when all are there.
+# Without one of them its test is skipped (saying why), so a failure here
+# is reported but does not stop the build.
 # Usage: bash .ci/tools.sh
 set -euo pipefail
 
 missing=()
-for tool in pandoc qpdf; do
+for tool in pandoc qpdf strace; do
   command -v "$tool" > /dev/null || missing+=("$tool")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get > /dev/null || [ "$(id -u)" != 0 ]; then
-  echo "missing (and not root or no apt-get, so not installed): ${missing[*]}; without pandoc the vignette cannot be built and the R Markdown test is skipped" >&2
+  echo "missing (and not root or no apt-get, so not installed): ${missing[*]}; without pandoc the vignette cannot be built and the R Markdown test is skipped, without strace one test of the cluster is" >&2
   exit 0
 fi
 echo "Installing from Debian: ${missing[*]}"

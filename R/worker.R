@@ -133,7 +133,7 @@ sendable <- function(condition) {
 worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
-  gc(full = FALSE, verbose = FALSE)  # shared vectors among them unmap now
+  gc(verbose = FALSE)  # shared vectors among them unmap now
   worker_lib_paths(lib_paths)
 }
 
@@ -151,8 +151,8 @@ worker_lib_paths <- function(lib_paths) {
 worker_assign <- function(entries) {
   replaced_shared <- FALSE
   for (entry in entries) {
-    old <- get0(entry$name, envir = .GlobalEnv, inherits = FALSE)
-    replaced_shared <- replaced_shared || is_shared_vector(old)
+    replaced_shared <- replaced_shared ||
+      is_shared_vector(get0(entry$name, envir = .GlobalEnv, inherits = FALSE))
     value <- if (is.null(entry$segment)) unserialize(entry$value) else {
       spec <- entry$segment
       shared <- map_shared_vector(worker_take_descriptor(spec$descriptor), spec$type, spec$length)
@@ -161,7 +161,7 @@ worker_assign <- function(entries) {
     }
     assign(entry$name, value, envir = .GlobalEnv)
   }
-  if (replaced_shared) gc(full = FALSE, verbose = FALSE)
+  if (replaced_shared) gc(verbose = FALSE)
   invisible(NULL)
 }
 

@@ -71,7 +71,7 @@ class AbandonOnUnwind {
     if (done_) return;
     for (int i = 0; i < pool_.size(); ++i) {
       Worker& w = pool_.worker(i);
-      if (!w.node_calls.empty()) pool_.cancel(w, w.node_calls.front().call_id);
+      if (!w.node_calls.empty()) pool_.cancel(w, w.node_calls.back().call_id);
       w.node_calls.clear();  // their replies are owed still: dropped unread
       w.node_replies.clear();
       refresh_poll(pool_, w);

@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -38,8 +37,6 @@ std::string temp_dir_of(const std::string& pool_dir, pid_t pid) {
 }
 
 }  // namespace
-
-int call_tag(double call_id) { return 1 + static_cast<int>(std::fmod(call_id, 2147483646.0)); }
 
 Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
     : command_(command), owner_(getpid()) {
@@ -335,9 +332,7 @@ std::string Pool::retire(Worker& w) {
 
 void Pool::cancel(Worker& w, double call_id) {
   if (!w.alive()) return;
-  sigval value;
-  value.sival_int = call_tag(call_id);
-  sigqueue(w.pid, SIGUSR1, value);
+  sigqueue(w.pid, SIGUSR1, tag_value(call_id));
   w.cancelled_at = monotonic_seconds();
 }
 

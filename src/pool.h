@@ -2,6 +2,7 @@
 #pragma once
 
 #include <Rcpp.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -113,8 +114,8 @@ class Pool {
   // Ends a worker whose link failed, after giving it a moment to report its
   // own exit status; returns how it ended, for the user.
   std::string retire(Worker& w);
-  // Asks a worker to abandon the tasks of call `call_id` (SIGUSR1 carrying
-  // the call's number; the worker interrupts only that call's tasks).
+  // Asks a worker to abandon the tasks of call `call_id` and of every
+  // earlier call (SIGUSR1 carrying the call's number).
   void cancel(Worker& w, double call_id);
   // The last lines a worker wrote to its stdout/stderr: enough to hold R's
   // report of a crash with its traceback. With a shared output file, the
@@ -159,8 +160,13 @@ class Pool {
   bool stopped_ = false;
 };
 
-// The number a worker sees for a call in its cancel signal.
-int call_tag(double call_id);
+// A call's number as its cancel signal carries it (all 64 bits).
+inline sigval tag_value(double call_id) {
+  sigval value;
+  value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(call_id));
+  return value;
+}
+inline uint64_t tag_of(sigval value) { return reinterpret_cast<uintptr_t>(value.sival_ptr); }
 
 // The fixed-size greeting a worker (or the template) sends right after
 // connecting; its pid is taken from the socket's credentials instead.

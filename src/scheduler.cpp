@@ -165,31 +165,16 @@ class Gather {
     for (int i = 0; i < pool_.size(); ++i) {
       Worker& w = pool_.worker(i);
       if (w.in_flight.empty()) continue;
-      switch (take_input(w)) {
-        case Arrival::Reply:
-          return handle_reply(w);
-        case Arrival::Failed:
-          worker_lost(w, false);
-          return;
-        case Arrival::Nothing:
-          break;
-      }
+      if (arrived(w)) return;
       waiting.push_back(&w);
       if (timed(w)) deadline = std::min(deadline, w.busy_since + timeout_);
     }
-    for (Worker* w : wait_workers(waiting, deadline)) {
-      switch (take_input(*w)) {
-        case Arrival::Reply:
-          return handle_reply(*w);
-        case Arrival::Failed:
-          worker_lost(*w, false);
-          return;
-        case Arrival::Nothing:
-          break;
-      }
-    }
-    // Only a task whose reply has not begun to come is past its limit: the
-    // master may have been busy with another worker's reply meanwhile.
+    wait_workers(waiting, deadline);
+    for (Worker* w : waiting)
+      if (arrived(*w)) return;
+    // Every worker's input is taken in now: only a task whose reply has
+    // not begun to come is past its limit (the master may have been busy
+    // with another reply meanwhile).
     double now = monotonic_seconds();
     for (Worker* w : waiting) {
       if (timed(*w) && now >= w->busy_since + timeout_ && !w->conn->receiving()) {
@@ -214,6 +199,21 @@ class Gather {
   }
 
  private:
+  // Takes in what `w` sent; handles a whole reply, or the loss of its link.
+  bool arrived(Worker& w) {
+    switch (take_input(w)) {
+      case Arrival::Reply:
+        handle_reply(w);
+        return true;
+      case Arrival::Failed:
+        worker_lost(w, false);
+        return true;
+      case Arrival::Nothing:
+        return false;
+    }
+    return false;
+  }
+
   bool timed(const Worker& w) const {
     return timeout_ > 0 && w.stale() == 0 && !w.in_flight.empty();
   }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -27,16 +28,21 @@ pid_t master_pid = -1;
 std::unique_ptr<bgpool::Connection> master;
 double received_at = 0;  // when the request being handled arrived
 
-// The call whose request runs now (its call_tag), or 0 between requests.
-// The master cancels a call with SIGUSR1 carrying that call's tag; a
-// signal for any other call (one that arrives late) is ignored.
-// The last call cancelled: its requests still queued are not run.
-volatile sig_atomic_t running_call = 0;
-volatile sig_atomic_t cancelled_call = 0;
+// The call whose request runs now (its number), or 0 between requests.
+// The master cancels calls with SIGUSR1 carrying a call's tag: that call
+// and every earlier one (tags grow with each call, and signals that come
+// close together may arrive as one). A signal about calls that ended
+// already (one that arrives late) stops nothing.
+// Requests of cancelled calls still queued are not run.
+std::atomic<uint64_t> running_call{0}, cancelled_up_to{0};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "a signal handler sets it");
+
+bool cancelled(uint64_t call) { return call != 0 && call <= cancelled_up_to; }
 
 void on_cancel(int, siginfo_t* info, void*) {
-  cancelled_call = info->si_value.sival_int;
-  if (running_call != 0 && cancelled_call == running_call) R_interrupts_pending = 1;
+  uint64_t call = bgpool::tag_of(info->si_value);
+  if (call > cancelled_up_to) cancelled_up_to = call;
+  if (cancelled(running_call)) R_interrupts_pending = 1;
 }
 
 void install_cancel_handler() {
@@ -182,6 +188,11 @@ int template_serve() {
 // remove what a worker that was killed leaves there.
 // [[Rcpp::export(rng = false)]]
 void worker_connect(int slot) {
+  // For the test of a worker that dies while starting (test-pool-lifecycle.R).
+  if (const char* status = std::getenv("BGPOOL_TEST_EXIT_BEFORE_GREETING")) {
+    dprintf(2, "bgpool worker %d: exiting before it greets the master, as asked\n", slot);
+    bgpool::os::exit_now(std::atoi(status));
+  }
   install_cancel_handler();
   const char* pool_dir = std::getenv("TMPDIR");
   if (pool_dir) {
@@ -199,7 +210,7 @@ SEXP worker_receive() {
   if (!master || master->read() != bgpool::Connection::Status::Complete) return R_NilValue;
   SEXP request = PROTECT(bgpool::read_value(*master));
   received_at = bgpool::monotonic_seconds();
-  running_call = bgpool::call_tag(REAL(VECTOR_ELT(request, bgpool::protocol::kRequestCall))[0]);
+  running_call = static_cast<uint64_t>(REAL(VECTOR_ELT(request, bgpool::protocol::kRequestCall))[0]);
   UNPROTECT(1);
   return request;
 }
@@ -213,12 +224,12 @@ int worker_take_descriptor(int index) {
 
 // Whether the call of the request just received had been cancelled.
 // [[Rcpp::export(rng = false)]]
-bool worker_call_cancelled() { return running_call == cancelled_call; }
+bool worker_call_cancelled() { return cancelled(running_call); }
 
 // Whether the master has cancelled the call running now: an interrupt
 // condition is then ours, not one the task signalled.
 // [[Rcpp::export(rng = false)]]
-bool worker_cancel_requested() { return running_call != 0 && running_call == cancelled_call; }
+bool worker_cancel_requested() { return cancelled(running_call); }
 
 // Sends the reply to `request` (see protocol.h) and ends the window in
 // which a cancel signal interrupts: a cancel that came too late to stop
@@ -272,12 +283,10 @@ SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
   R_xlen_t first = static_cast<R_xlen_t>(start);
   SEXP frame = PROTECT(R_NewEnv(R_BaseNamespace, TRUE, 29));
   static SEXP x_sym = Rf_install("X"), fun_sym = Rf_install("FUN"), i_sym = Rf_install("i");
-  SEXP i_value = R_NilValue, lapply_call = R_NilValue;
+  SEXP lapply_call = R_NilValue;
   if (!is_map) {
     Rf_defineVar(x_sym, inputs, frame);
     Rf_defineVar(fun_sym, fun, frame);
-    i_value = Rf_ScalarInteger(0);
-    Rf_defineVar(i_sym, i_value, frame);
     SEXP element = PROTECT(Rf_lang3(R_Bracket2Symbol, x_sym, i_sym));
     SEXP rest = R_NilValue;
     if (Rf_xlength(extra) > 0) {
@@ -313,9 +322,13 @@ SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
         value = Rf_eval(call, frame);
         UNPROTECT(2);
       } else {
-        INTEGER(i_value)[0] = static_cast<int>(i + 1);
+        // a new `i` each time, as lapply() makes it: a task may keep it
+        SEXP index_value = PROTECT(Rf_ScalarInteger(static_cast<int>(i + 1)));
+        Rf_defineVar(i_sym, index_value, frame);
+        UNPROTECT(1);
         value = R_forceAndCall(lapply_call, 1, frame);
       }
+      if (MAYBE_REFERENCED(value)) value = Rf_lazy_duplicate(value);  // as lapply() does
       if (value != R_NilValue) SET_VECTOR_ELT(values, i, value);
     }
     return R_NilValue;

@@ -196,8 +196,12 @@ pid_t fork_orphan() {
   return report;
 }
 
+// O_NONBLOCK: a named pipe that nobody reads fails at once (ENXIO) instead
+// of holding up the template; writes then block as usual.
 int open_output(const std::string& path) {
-  return open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600);
+  if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
 }
 
 namespace {

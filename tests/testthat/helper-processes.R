@@ -203,6 +203,17 @@ socket_inodes <- function(pid) {
   sub("^socket:\\[([0-9]+)\\]$", "\\1", grep("^socket:\\[", targets, value = TRUE))
 }
 
+# Inodes of all TCP sockets (IPv4 and IPv6), in any state.
+tcp_inodes <- function() {
+  inodes <- character()
+  for (f in c("/proc/net/tcp", "/proc/net/tcp6")) {
+    if (!file.exists(f)) next
+    lines <- readLines(f)[-1L]
+    if (length(lines)) inodes <- c(inodes, vapply(strsplit(trimws(lines), "\\s+"), `[`, "", 10L))
+  }
+  inodes
+}
+
 # Inodes of all TCP sockets (IPv4 and IPv6) in the LISTEN state (0A).
 tcp_listen_inodes <- function() {
   inodes <- character()

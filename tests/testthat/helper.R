@@ -105,3 +105,18 @@ local_rng_unchanged <- function(envir = parent.frame()) {
   kind <- RNGkind()
   withr::defer(suppressWarnings(RNGkind(kind[1L], kind[2L], kind[3L])), envir = envir)
 }
+
+# The promise of every pool call that fails: its error accounts for each of
+# the n elements exactly once, in `finished`, `failed` or `unfinished`, and
+# `results` holds the right value of each finished element (`expected`, a
+# list of n values) and nothing else.
+expect_accounted <- function(err, expected) {
+  n <- length(expected)
+  all <- c(err$finished, err$failed, err$unfinished)
+  expect_length(all, n)
+  expect_setequal(all, seq_len(n))
+  expect_length(err$results, n)
+  expect_identical(err$results[err$finished], expected[err$finished])
+  others <- setdiff(seq_len(n), err$finished)
+  expect_true(all(vapply(err$results[others], is.null, NA)))
+}

@@ -153,3 +153,75 @@ test_that("stopCluster() deletes the pool; the old cluster then says what to do"
   expect_false(identical(pool_cluster(), cl))
   expect_identical(parallel::clusterEvalQ(pool_cluster(), 1), list(1, 1))
 })
+
+# The child master of the two tests below: the pool's cluster through
+# parallel, foreach and future (with resolved() polling a node), then the
+# TCP sockets its processes hold.
+cluster_without_tcp <- quote({
+  init_pool(2)
+  cl <- pool_cluster()
+  a <- parallel::parSapply(cl, 1:4, function(i) i^2)
+  doParallel::registerDoParallel(cl)
+  b <- foreach::`%dopar%`(foreach::foreach(i = 1:3, .combine = c), i * 3)
+  future::plan(future::cluster, workers = cl)
+  f <- future::future({ Sys.sleep(0.5); 42 })
+  polled <- future::resolved(f)
+  c <- future::value(f)
+  inodes <- function(pid) {
+    fds <- list.files(file.path("/proc", pid, "fd"), full.names = TRUE)
+    t <- suppressWarnings(vapply(fds, Sys.readlink, ""))
+    sub("^socket:\\[([0-9]+)\\]$", "\\1", grep("^socket:", t, value = TRUE))
+  }
+  held <- unlist(lapply(c(Sys.getpid(), bgpool:::pool_info()$pids), inodes))
+  save_result(list(a = a, b = b, c = c, polled = polled, held = held))
+})
+
+test_that("the pool's cluster runs parallel, foreach and future without any TCP socket", {
+  skip_if_not_installed("foreach")
+  skip_if_not_installed("doParallel")
+  skip_if_not_installed("future")
+  child <- local_r_child(cluster_without_tcp)
+  res <- child_result(child, 60)
+  expect_identical(res$a, c(1, 4, 9, 16))
+  expect_identical(res$b, c(3, 6, 9))
+  expect_identical(res$c, 42)
+  expect_false(res$polled)
+  expect_gt(length(res$held), 2L)
+  expect_identical(intersect(res$held, tcp_inodes()), character())
+})
+
+test_that("strace sees no AF_INET or AF_INET6 socket made by the master or its workers", {
+  skip_if_not_installed("foreach")
+  skip_if_not_installed("doParallel")
+  skip_if_not_installed("future")
+  strace <- Sys.which("strace")
+  skip_if(!nzchar(strace), "strace is not installed (.ci/tools.sh installs it from Debian)")
+  log <- tempfile(fileext = ".log")
+  script <- tempfile(fileext = ".R")
+  writeLines(c("suppressPackageStartupMessages(library(bgpool))",
+               "save_result <- function(x) invisible(x)",
+               deparse(cluster_without_tcp)), script)
+  status <- system2(strace, c("-f", "-e", "trace=socket", "-o", log,
+                              file.path(R.home("bin"), "Rscript"), script),
+                    stdout = FALSE, stderr = FALSE,
+                    env = paste0("R_LIBS=", paste(.libPaths(), collapse = ":")))
+  calls <- readLines(log)
+  skip_if(status != 0 && !any(grepl("socket\\(", calls)),
+          sprintf("strace could not trace here (exit status %d)", status))
+  expect_identical(status, 0L)
+  sockets <- grep("socket\\(", calls, value = TRUE)
+  expect_true(any(grepl("AF_UNIX", sockets)))
+  expect_identical(grep("AF_INET", sockets, value = TRUE), character())
+})
+
+test_that("a node's connection polls ready exactly when a reply waits to be read", {
+  local_pool(2)
+  cl <- pool_cluster()
+  con <- cl[[1]]$con
+  expect_false(socketSelect(list(con), timeout = 0.2))
+  parallel:::sendCall(cl[[1]], function() { Sys.sleep(0.5); 7 }, list())
+  expect_false(socketSelect(list(con), timeout = 0))
+  expect_true(socketSelect(list(con), timeout = 5))
+  expect_identical(parallel:::recvResult(cl[[1]]), 7)
+  expect_false(socketSelect(list(con), timeout = 0.2))
+})

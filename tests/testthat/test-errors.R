@@ -214,3 +214,67 @@ test_that("no worker processes leak after errors", {
   expect_false(pool_exists())
   expect_pool_consistent()
 })
+
+test_that("a task's own conditions behave as in base R and parallel", {
+  local_pool(2)
+  # a warning given to signalCondition() shows nowhere, and the task returns
+  expect_silent(res <- pool_sapply(1:2, function(i) {
+    signalCondition(simpleWarning("w"))
+    i
+  }))
+  expect_identical(res, 1:2)
+  # so does an interrupt condition the task signals itself
+  expect_identical(pool_sapply(1:2, function(i) {
+    signalCondition(structure(class = c("interrupt", "condition"), list()))
+    i
+  }), 1:2)
+  # options(warn = 2) on the workers turns warnings into errors there
+  pool_evalq(options(warn = 2))
+  err <- tryCatch(pool_sapply(1:2, function(i) {
+    warning("turned into an error")
+    i
+  }), error = function(e) e)
+  expect_s3_class(err, "bgpool_task_error")
+  expect_match(conditionMessage(err), "(converted from warning) turned into an error", fixed = TRUE)
+  # and options(warn = -1) ignores them, as R does
+  pool_evalq(options(warn = -1))
+  expect_silent(res <- pool_sapply(1:2, function(i) {
+    warning("ignored")
+    i
+  }))
+  expect_identical(res, 1:2)
+  pool_evalq(options(warn = 0))
+})
+
+test_that("warnings and errors reach the master as the conditions they were, fields and classes kept", {
+  local_pool(2)
+  custom_warning <- function(i) {
+    warning(structure(class = c("my_warning", "warning", "condition"),
+                      list(message = "custom", call = NULL, extra = 42)))
+    i
+  }
+  w <- tryCatch(pool_sapply(1:2, custom_warning), warning = function(w) w)
+  expect_s3_class(w, "my_warning")
+  expect_identical(w$extra, 42)
+  expect_identical(conditionMessage(w), "custom")
+  custom_error <- function(i) {
+    stop(structure(class = c("my_error", "error", "condition"),
+                   list(message = "bad", call = NULL, detail = list(code = 7))))
+  }
+  err <- tryCatch(pool_sapply(1:2, custom_error), error = function(e) e)
+  expect_s3_class(err$errors[[1]], "my_error")
+  expect_identical(err$errors[[1]]$detail, list(code = 7))
+  # an error whose message is NULL still says something
+  no_message <- function(i) stop(structure(class = c("quiet_error", "error", "condition"),
+                                           list(message = NULL, call = NULL)))
+  err <- tryCatch(pool_sapply(1:2, no_message), error = function(e) e)
+  expect_match(conditionMessage(err), "a condition of class quiet_error with no message", fixed = TRUE)
+})
+
+test_that(".retry must be a finite whole number; it cannot be Inf", {
+  local_pool(1)
+  for (bad in list(Inf, -1, NA, "1", c(1, 2), 1e6))
+    expect_error(pool_lapply(1:2, identity, .retry = bad), class = "bgpool_bad_argument",
+                 info = deparse(bad))
+  expect_error(pool_lapply(1:2, identity, .retry = Inf), "from 0 to 1000")
+})

@@ -472,3 +472,21 @@ test_that("what tasks print never reaches the master process's stdout or stderr"
   for (m in c("cat-marker", "print-marker", "message-marker", "system-marker", "evalq-marker"))
     expect_match(res$output, m, fixed = TRUE)
 })
+
+test_that("a worker's log stays small however much its task prints (option bgpool.log_limit)", {
+  local_pool(1)
+  withr::local_options(bgpool.log_limit = 2e5)
+  log <- bgpool:::pool_info()$logs[1]
+  chatty <- function(seconds) {
+    end <- Sys.time() + seconds
+    while (Sys.time() < end) cat(strrep("x", 1000), "\n")
+    "done"
+  }
+  expect_identical(pool_sapply(5, chatty), "done")
+  Sys.sleep(2.1)  # the log is looked after at most every 2 seconds
+  expect_identical(pool_sapply(1, function(i) i), 1)
+  expect_lte(file.size(log), 2e5)
+  tail <- pool_output()[[1]]
+  expect_match(tail, "xxxx", fixed = TRUE)
+  expect_match(paste(readLines(log, n = 1L), collapse = ""), "earlier output", fixed = TRUE)
+})

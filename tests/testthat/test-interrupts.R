@@ -153,3 +153,82 @@ test_that("a second SIGINT while the next call settles the cancelled one still l
   expect_lt(res$third_time, 2)
   expect_identical(res$pids_after, res$pids)
 })
+
+# A send that waits because the worker is busy (its socket is full) when the
+# time limit or Ctrl-C comes: the user's handler gets that very condition,
+# nothing is printed, and no worker is lost.
+blocked_send_child <- function(stop_it) {
+  bquote({
+    init_pool(2)
+    pids <- bgpool:::pool_info()$pids
+    cl <- pool_cluster()
+    parallel:::sendCall(cl[[1]], function() Sys.sleep(3), list())  # node 1 is busy
+    big <- runif(5e6)  # 40 MB: more than the socket holds
+    say("SENDING")
+    t0 <- Sys.time()
+    first <- tryCatch({
+      .(stop_it)
+      parallel:::sendCall(cl[[1]], function(x) length(x), list(big))
+      "sent"
+    }, error = function(e) paste("error:", conditionMessage(e)),
+    interrupt = function(e) "interrupt")
+    took <- since(t0)
+    setTimeLimit()
+    say("RETURNED")
+    second <- pool_sapply(1:6, function(i) i * 2L)
+    third <- parallel::parSapply(cl, 1:4, function(i) i + 1L)
+    save_result(list(first = first, took = took, second = second, third = third, pids = pids,
+                     pids_after = bgpool:::pool_info()$pids))
+  })
+}
+
+test_that("the time limit during a send blocked by a busy worker: that error, nothing printed, no worker lost", {
+  child <- local_r_child(blocked_send_child(quote(setTimeLimit(elapsed = 1, transient = TRUE))))
+  res <- child_result(child, 60)
+  expect_identical(res$first, "error: reached elapsed time limit")
+  expect_lt(res$took, 2.5)
+  expect_identical(res$second, (1:6) * 2L)
+  expect_identical(res$third, 2:5)
+  expect_identical(res$pids_after, res$pids)
+  output <- child_output(child)
+  expect_false(grepl("Error in", output, fixed = TRUE), info = output)
+})
+
+test_that("Ctrl-C during a send blocked by a busy worker: an interrupt, and no worker lost", {
+  child <- local_r_child(blocked_send_child(NULL))
+  child_wait_for(child, "^SENDING", 60)
+  Sys.sleep(0.5)
+  expect_true(child$process$interrupt())
+  res <- child_result(child, 60)
+  expect_identical(res$first, "interrupt")
+  expect_identical(res$second, (1:6) * 2L)
+  expect_identical(res$third, 2:5)
+  expect_identical(res$pids_after, res$pids)
+})
+
+test_that("Ctrl-C while the master waits between messages costs no worker, many times over", {
+  child <- local_r_child(quote({
+    init_pool(2)
+    pids <- bgpool:::pool_info()$pids
+    outcomes <- character()
+    for (round in 1:5) {
+      say("WAITING", round)
+      outcomes[round] <- tryCatch({
+        pool_lapply(1:4, function(i) { Sys.sleep(3); i })
+        "finished"
+      }, interrupt = function(e) "interrupt")
+    }
+    after <- pool_sapply(1:4, function(i) -i)
+    save_result(list(outcomes = outcomes, after = after, pids = pids,
+                     pids_after = bgpool:::pool_info()$pids))
+  }))
+  for (round in 1:5) {
+    child_wait_for(child, paste0("^WAITING ", round, "$"), 60)
+    Sys.sleep(0.3)
+    child$process$interrupt()
+  }
+  res <- child_result(child, 60)
+  expect_identical(res$outcomes, rep("interrupt", 5))
+  expect_identical(res$after, -(1:4))
+  expect_identical(res$pids_after, res$pids)
+})

@@ -159,3 +159,99 @@ test_that("a pool can be created again after delete_pool", {
   expect_true(pool_exists())
   expect_identical(pool_sapply(1:3, function(i) i * 2L), c(2L, 4L, 6L))
 })
+
+test_that("init_pool() removes only pool directories whose master has died, judged by their lock, not by pid", {
+  skip_if(!nzchar(Sys.which("flock")), "the flock program (util-linux) is not installed")
+  skip_without_processx()
+  suppressMessages(delete_pool())
+  # another session's temporary directory, as in a container sharing /tmp:
+  # its pids mean nothing here
+  other <- file.path(dirname(tempdir()), paste0("RtmpBgpoolTest", Sys.getpid()))
+  dir.create(other)
+  withr::defer(unlink(other, recursive = TRUE))
+  live <- file.path(other, "bgpool-999999-live01")
+  dead <- file.path(other, "bgpool-999998-dead01")
+  legacy <- file.path(other, "bgpool-999997-nolock")
+  for (d in c(live, dead, legacy)) dir.create(d)
+  file.create(file.path(c(live, dead), "lock"))
+  holder <- processx::process$new("flock", c(file.path(live, "lock"), "sleep", "60"),
+                                  cleanup = TRUE)
+  withr::defer(holder$kill())
+  deadline <- Sys.time() + 5
+  while (!bgpool:::pool_dir_abandoned(dead) || bgpool:::pool_dir_abandoned(live)) {
+    if (Sys.time() > deadline) break
+    Sys.sleep(0.05)
+  }
+  expect_false(bgpool:::pool_dir_abandoned(live))
+  local_pool(1)
+  expect_true(dir.exists(live))
+  expect_false(dir.exists(dead))
+  expect_true(dir.exists(legacy))  # no lock: not a pool this version can judge
+})
+
+test_that("a worker that dies before greeting the master fails init_pool() at once, saying how, leaving nothing", {
+  suppressMessages(delete_pool())
+  before <- descendant_pids()
+  t0 <- Sys.time()
+  err <- tryCatch(
+    suppressMessages(init_pool(2, rscript_envs = c(BGPOOL_TEST_EXIT_BEFORE_GREETING = "3"),
+                               setup_timeout = 60)),
+    error = function(e) e)
+  expect_lt(elapsed_since(t0), 10)
+  expect_s3_class(err, c("bgpool_start_failed", "bgpool_error"))
+  expect_match(conditionMessage(err), "exited with status 3 while starting", fixed = TRUE)
+  expect_match(conditionMessage(err), "exiting before it greets the master", fixed = TRUE)
+  expect_false(pool_exists())
+  # no process left behind, zombies included
+  expect_true(wait_pids_gone(setdiff(descendant_pids(), before), 5))
+  expect_identical(setdiff(child_pids(), before), integer())
+})
+
+test_that("an output file the workers cannot open fails init_pool() at once and says which", {
+  suppressMessages(delete_pool())
+  # a named pipe that nobody reads: R sees a writable file, open() fails
+  fifo <- tempfile("bgpool-fifo-")
+  skip_if(system2("mkfifo", fifo) != 0L, "mkfifo could not make a named pipe")
+  withr::defer(unlink(fifo))
+  t0 <- Sys.time()
+  err <- tryCatch(suppressMessages(init_pool(2, outfile = fifo)), error = function(e) e)
+  expect_lt(elapsed_since(t0), 10)
+  expect_s3_class(err, c("bgpool_start_failed", "bgpool_error"))
+  expect_match(conditionMessage(err), paste("cannot open the file for its output,", fifo),
+               fixed = TRUE)
+  expect_false(pool_exists())
+})
+
+test_that("a process forked from the master (mcparallel) cannot use the master's pool, may make its own, and disturbs nothing", {
+  skip_on_os("windows")
+  child <- local_r_child(quote({
+    init_pool(2)
+    pids <- bgpool:::pool_info()$pids
+    job <- parallel::mcparallel({
+      used <- tryCatch(pool_lapply(1:2, identity), error = function(e) e)
+      inherited <- pool_exists()
+      suppressMessages(init_pool(1))
+      own <- pool_sapply(1:3, function(i) i * 10)
+      own_pid <- bgpool:::pool_info()$pids
+      suppressMessages(delete_pool())
+      list(message = conditionMessage(used), class = class(used), inherited = inherited,
+           own = own, own_pid = own_pid)
+    })
+    forked <- parallel::mccollect(job)[[1]]
+    after <- pool_sapply(1:4, function(i) i + 1)
+    kids <- scan(sprintf("/proc/%d/task/%d/children", Sys.getpid(), Sys.getpid()), quiet = TRUE)
+    save_result(list(forked = forked, after = after, pids = pids,
+                     pids_after = bgpool:::pool_info()$pids, kids = kids))
+  }))
+  res <- child_result(child, 60)
+  expect_true("bgpool_no_pool" %in% res$forked$class)
+  expect_match(res$forked$message, "forked from it", fixed = TRUE)
+  expect_false(res$forked$inherited)
+  expect_identical(res$forked$own, c(10, 20, 30))
+  expect_false(res$forked$own_pid %in% res$pids)
+  expect_identical(res$after, c(2, 3, 4, 5))
+  expect_identical(res$pids_after, res$pids)
+  # the master's children: its template and its two workers, nothing else
+  expect_length(res$kids, 3L)
+  expect_true(all(res$pids %in% res$kids))
+})

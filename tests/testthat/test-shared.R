@@ -116,3 +116,51 @@ test_that("a replacement worker maps the exported segments too", {
   expect_true(wait_pids_gone(victim))
   expect_identical(pool_call(get, "x"), list(x, x))
 })
+
+test_that("a superseded export's segment goes at once, without waiting for R to collect it", {
+  withr::local_options(bgpool.share_threshold = 1000)
+  gc()
+  before <- memfd_count()
+  local_pool(2)
+  big <- runif(2.5e6)  # 20 MB
+  for (i in 1:4) {
+    big[1] <- i
+    pool_export("big", envir = environment())
+    # (no gc() here or on the workers)
+    expect_identical(memfd_count(), before + 1L)
+    expect_identical(worker_memfd_maps(), c(1L, 1L))
+  }
+  expect_identical(unlist(pool_evalq(big[1])), c(4, 4))
+  # exported again as a small value, its segment goes too
+  big <- 1
+  pool_export("big", envir = environment())
+  expect_identical(memfd_count(), before)
+  expect_identical(worker_memfd_maps(), c(0L, 0L))
+  big <- runif(2.5e6)
+  pool_export("big", envir = environment())
+  suppressMessages(delete_pool())
+  expect_identical(memfd_count(), before)
+})
+
+test_that("a failed export does not leave its segments to the next export", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  pool_evalq({
+    small2 <- 1
+    lockBinding("small2", globalenv())
+  })
+  small2 <- 2
+  big2 <- rep(3, 2e5)
+  err <- tryCatch(pool_export(c("small2", "big2"), envir = environment()), error = function(e) e)
+  expect_s3_class(err, "bgpool_task_error")
+  expect_match(conditionMessage(err), "small2", fixed = TRUE)
+  big3 <- rep(2, 2e5)
+  pool_export("big3", envir = environment())
+  expect_identical(unlist(pool_evalq(sum(big3))), rep(sum(big3), 2))
+  # the failed export's segment is not kept: the master holds big3's only
+  expect_identical(names(as.list(bgpool:::.bgpool$segments)), "big3")
+  # and a smaller stale segment could not be mapped as a larger vector
+  big4 <- rep(5, 3e5)
+  pool_export("big4", envir = environment())
+  expect_identical(unlist(pool_evalq(sum(big4))), rep(sum(big4), 2))
+})

@@ -81,3 +81,70 @@ test_that("workers have temporary directories of their own, and none outlives th
   suppressMessages(delete_pool())
   expect_false(any(dir.exists(c(dirs, pool_dir))))
 })
+
+test_that("a worker that replaces a dead one gets the set-up of pool_evalq() and pool_call(), in order", {
+  local_pool(2)
+  pool_evalq(options(digits = 3))
+  pool_call(function(value) Sys.setenv(BGPOOL_TEST_SETUP = value), "set up")
+  pool_evalq(suppressPackageStartupMessages(library(tools)))
+  x <- 1
+  pool_export("x", envir = environment())
+  pool_evalq(y <- x + 1)  # uses the export made before it
+  probe <- function() list(getOption("digits"), Sys.getenv("BGPOOL_TEST_SETUP"),
+                           "package:tools" %in% search(), y)
+  expected <- list(3L, "set up", TRUE, 2)
+  victim <- pool_pids()[2]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(pool_call(probe), list(expected, expected))
+  expect_false(victim %in% pool_pids())
+})
+
+test_that("a lone worker that dies mid-call under .retry is replaced with its set-up before the rest runs", {
+  local_pool(1)
+  pool_evalq(options(digits = 3))
+  flag <- tempfile()
+  digits <- function(i, flag) {
+    if (i == 3 && !file.exists(flag)) {
+      file.create(flag)
+      tools::pskill(Sys.getpid(), tools::SIGKILL)
+      Sys.sleep(5)
+    }
+    getOption("digits")
+  }
+  expect_identical(pool_sapply(1:4, digits, flag = flag, .retry = 1), rep(3L, 4))
+  expect_true(file.exists(flag))
+})
+
+test_that("a replacement gets each export as it was when exported, not as it is now", {
+  local_pool(2)
+  holder <- new.env()
+  holder$v <- 1
+  pool_export("holder", envir = environment())
+  holder$v <- 2  # changed in the master after the export
+  victim <- pool_pids()[1]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(pool_call(global_fun(function() holder$v)), list(1, 1))
+})
+
+test_that("a replacement whose set-up fails is stopped and the call says so; no task runs on it", {
+  local_pool(2)
+  flag <- tempfile()
+  pool_call(function(flag) if (file.exists(flag)) stop("set-up refused: the flag exists"), flag)
+  file.create(flag)
+  victim <- pool_pids()[2]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  ran <- tempfile()
+  err <- tryCatch(pool_sapply(1:4, function(i, ran) cat(i, "\n", file = ran, append = TRUE), ran = ran),
+                  error = function(e) e)
+  expect_s3_class(err, c("bgpool_setup_failed", "bgpool_error"))
+  expect_match(conditionMessage(err), "set-up refused", fixed = TRUE)
+  expect_match(conditionMessage(err), "init_pool(restart = TRUE)", fixed = TRUE)
+  expect_false(file.exists(ran))
+  # once the set-up works again, so does the pool
+  unlink(flag)
+  expect_identical(pool_sapply(1:4, function(i) i), 1:4)
+  expect_length(pool_pids(), 2L)
+})
