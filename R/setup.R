@@ -5,19 +5,19 @@
 #
 # `.bgpool$setup` is a list of steps, each a request for run_on_workers():
 # list(fun, args, segments), `segments` being the shared segments whose
-# descriptors go with it. An export step holds one entry per name; a name
-# exported again leaves the older step (which is dropped once empty), so
-# the log keeps one snapshot per name. A recorded call that needed an
-# older value of a name exported again would fail when replayed, and that
-# failure is reported (worker_replaced_error()).
+# descriptors go with it. An export step holds one entry per name. When a
+# name is exported again, its older entry leaves the log unless a recorded
+# call came after it (that call may have used it, and is replayed as it
+# ran); a step left empty is dropped.
 #
 # Shared segments: `.bgpool$segments` holds, per exported name, the segment
 # of its current value (with the value's hash, so that exporting it again
-# unchanged sends no new copy). A segment no longer any name's is released
-# at once (its descriptor closed; its memory goes when no worker maps it).
+# unchanged sends no new copy). A segment that neither holds a current
+# value nor is in the log is released at once (its descriptor closed; its
+# memory goes when no worker maps it).
 
 forget_setup <- function() {
-  for (cached in as.list(.bgpool$segments)) release_segment(cached$segment)
+  for (segment in held_segments()) release_segment(segment)
   .bgpool$setup <- list()
   .bgpool$segments <- new.env(parent = emptyenv())
 }
@@ -61,27 +61,55 @@ reuse_segment <- function(name, value) {
     cached$segment
 }
 
-# Records an export that every worker took: its names leave older steps,
-# and segments that no name holds any more are released.
+# Records an export that every worker took, and releases the segments it
+# made unneeded.
 record_export <- function(step) {
   exported <- names(step$args[[1L]])
-  .bgpool$setup <- Filter(Negate(is.null), lapply(.bgpool$setup, function(old) {
-    if (!identical(old$fun, worker_assign)) return(old)
-    old$args[[1L]] <- old$args[[1L]][setdiff(names(old$args[[1L]]), exported)]
-    if (length(old$args[[1L]])) old
-  }))
+  before <- held_segments()
+  is_call <- vapply(.bgpool$setup, is_call_step, NA)
+  calls_after <- rev(cumsum(rev(is_call))) - is_call
+  .bgpool$setup <- Filter(Negate(is.null), Map(function(old, later_calls) {
+    if (is_call_step(old) || later_calls > 0) old else without_names(old, exported)
+  }, .bgpool$setup, calls_after))
   for (name in exported) {
-    cached <- .bgpool$segments[[name]]
     now <- step$fresh[[name]]
-    kept <- !is.null(cached) && is.null(now) && !is.null(step$args[[1L]][[name]]$segment)
-    if (!is.null(cached) && !kept) {
-      release_segment(cached$segment)
-      rm(list = name, envir = .bgpool$segments)
-    }
     if (!is.null(now)) .bgpool$segments[[name]] <- now
+    else if (is.null(step$args[[1L]][[name]]$segment) && !is.null(.bgpool$segments[[name]]))
+      rm(list = name, envir = .bgpool$segments)
   }
   step$fresh <- NULL
   .bgpool$setup[[length(.bgpool$setup) + 1L]] <- step
+  kept <- vapply(held_segments(), segment_fd, 0L)
+  for (segment in before)
+    if (!segment_fd(segment) %in% kept) release_segment(segment)
+}
+
+# An export step without the entries of `names` (its segments renumbered
+# as the message will carry them); NULL when no entry is left.
+without_names <- function(step, names) {
+  entries <- step$args[[1L]]
+  entries <- entries[setdiff(names(entries), names)]
+  if (!length(entries)) return(NULL)
+  used <- integer()
+  for (name in names(entries)) {
+    if (is.null(entries[[name]]$segment)) next
+    used <- c(used, entries[[name]]$segment$descriptor)
+    entries[[name]]$segment$descriptor <- length(used)
+  }
+  step$segments <- step$segments[used]
+  step$args[[1L]] <- entries
+  step
+}
+
+is_call_step <- function(step) identical(step$fun, worker_replay)
+
+# The segments the pool holds, each once: those of current values, and
+# those the log keeps for replay.
+held_segments <- function() {
+  current <- unname(lapply(as.list(.bgpool$segments), `[[`, "segment"))
+  logged <- unlist(lapply(.bgpool$setup, `[[`, "segments"), recursive = FALSE)
+  all <- c(current, logged)
+  all[!duplicated(vapply(all, segment_fd, 0L))]
 }
 
 # Releases the new segments of an export that failed.

@@ -6,8 +6,10 @@ fd_targets <- function(pid = Sys.getpid()) {
 }
 memfd_count <- function(pid = Sys.getpid()) sum(grepl("memfd:bgpool", fd_targets(pid)))
 # Evaluated on the workers: how many mappings of segments they hold.
+# (Through the cluster: a pool_evalq() would be recorded as set-up, which
+# keeps the exports before it for replay.)
 worker_memfd_maps <- function() {
-  unlist(pool_evalq(sum(grepl("memfd:bgpool", readLines("/proc/self/maps")))))
+  unlist(parallel::clusterEvalQ(pool_cluster(), sum(grepl("memfd:bgpool", readLines("/proc/self/maps")))))
 }
 
 test_that("every shareable vector type round-trips identically through shared memory", {
@@ -130,7 +132,7 @@ test_that("a superseded export's segment goes at once, without waiting for R to 
     expect_identical(memfd_count(), before + 1L)
     expect_identical(worker_memfd_maps(), c(1L, 1L))
   }
-  expect_identical(unlist(pool_evalq(big[1])), c(4, 4))
+  expect_identical(unlist(parallel::clusterEvalQ(pool_cluster(), big[1])), c(4, 4))
   # exported again as a small value, its segment goes too
   big <- 1
   pool_export("big", envir = environment())
@@ -163,4 +165,25 @@ test_that("a failed export does not leave its segments to the next export", {
   big4 <- rep(5, 3e5)
   pool_export("big4", envir = environment())
   expect_identical(unlist(pool_evalq(sum(big4))), rep(sum(big4), 2))
+})
+
+test_that("an export that a recorded call came after is kept for replay, so a replacement ends as the others", {
+  withr::local_options(bgpool.share_threshold = 1000)
+  gc()
+  before <- memfd_count()
+  local_pool(2)
+  x <- rep(1, 2e5)
+  pool_export("x", envir = environment())
+  pool_evalq(y <- sum(x))  # uses the first x
+  x <- rep(2, 2e5)
+  pool_export("x", envir = environment())
+  # the first x is kept: replaying the pool_evalq() needs it
+  expect_identical(memfd_count(), before + 2L)
+  victim <- pool_pids()[1]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(pool_call(global_fun(function() c(y, sum(x)))), list(c(2e5, 4e5), c(2e5, 4e5)))
+  # init_pool() starts the set-up afresh, and lets all of it go
+  suppressMessages(init_pool(2))
+  expect_identical(memfd_count(), before)
 })

@@ -1,0 +1,29 @@
+#' Options that tune the background pool
+#'
+#' bgpool reads these [options()] when it needs them; none is required.
+#'
+#' * `bgpool.retry`, `bgpool.timeout`, `bgpool.progress`, `bgpool.seed`:
+#'   the defaults of the `.retry`, `.timeout`, `.progress` and `.seed`
+#'   arguments of [pool_lapply()], [pool_sapply()] and [pool_map()]
+#'   (`0`, `Inf`, `NULL`, `NULL`).
+#' * `bgpool.start_timeout`: seconds the workers may take to start
+#'   (default 60), unless [init_pool()] is given `setup_timeout`.
+#' * `bgpool.share_threshold`: the size in bytes from which an exported
+#'   vector (of a type with fixed-size elements: double, integer, logical,
+#'   complex, raw) is shared through memory that every worker maps, rather
+#'   than copied to each (default `1e6`). `Inf` copies always.
+#' * `bgpool.cancel_grace`: seconds a worker may take to drop the work of a
+#'   call that was interrupted or ended early, before it is stopped and
+#'   replaced (default 1). A task in code that never checks for
+#'   interrupts (a long C routine) needs the worker stopped.
+#' * `bgpool.log_limit`: the size in bytes to which a worker's own log may
+#'   grow (default `1e7`); past it, only the log's last part is kept. `0`
+#'   keeps everything. A file given as `init_pool(outfile = )` is the
+#'   user's and is never trimmed.
+#'
+#' @name bgpool_options
+#' @examples
+#' op <- options(bgpool.retry = 1, bgpool.timeout = 60)
+#' getOption("bgpool.retry")
+#' options(op)
+NULL
