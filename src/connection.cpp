@@ -442,19 +442,10 @@ Connection::Status Connection::step_read(bool may_wait, bool keep) {
   }
 }
 
-Connection::Status Connection::read() {
+Connection::Status Connection::read_whole(bool may_wait) {
   if (message_ready_) return Status::Complete;
   for (;;) {
-    Status status = step_read(true, true);
-    message_ready_ = status == Status::Complete;
-    if (status != Status::Aborted) return status;
-  }
-}
-
-Connection::Status Connection::read_available() {
-  if (message_ready_) return Status::Complete;
-  for (;;) {
-    Status status = step_read(false, true);
+    Status status = step_read(may_wait, true);
     message_ready_ = status == Status::Complete;
     if (status != Status::Aborted) return status;
   }

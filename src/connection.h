@@ -95,9 +95,9 @@ class Connection {
   // Reading: read() waits until the next message has come whole (messages
   // the sender aborted are dropped on the way); then message() holds its
   // payload, with its descriptors, until the next read or release_message().
-  Status read();
+  Status read() { return read_whole(true); }
   // As read(), without waiting: Pending until a message is complete.
-  Status read_available();
+  Status read_available() { return read_whole(false); }
   // Bytes received that no read has used yet.
   bool has_input() const { return buffered() > 0; }
   // Whether a message has begun to come (or has come whole).
@@ -133,6 +133,7 @@ class Connection {
   void close_chunk();
   bool flush_buffer();
   bool wait_writable();
+  Status read_whole(bool may_wait);
   Status step_read(bool may_wait, bool keep);
   bool receive_more(bool may_wait, Status* status);
   bool receive(char* dst, size_t capacity, size_t* got);
