@@ -33,7 +33,8 @@ export_step <- function(values) {
   for (name in names(values)) {
     value <- values[[name]]
     segment <- NULL
-    if (shareable_bytes(value) >= threshold) {
+    bytes <- shareable_bytes(value)
+    if (bytes > 0 && bytes >= threshold) {
       segment <- reuse_segment(name, value)
       if (is.null(segment)) {
         segment <- tryCatch(shared_segment(value), error = function(e) NULL)

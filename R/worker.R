@@ -70,7 +70,8 @@ serve <- function(state) {
 # that is not found fails each element with the error that says so.
 prepare_job <- function(job, call) {
   if (is.character(job$fun)) {
-    job$fun <- tryCatch(get(job$fun, envir = globalenv(), mode = "function"),
+    # from the frame tasks run in: base first, then the global environment
+    job$fun <- tryCatch(get(job$fun, envir = .BaseNamespaceEnv, mode = "function"),
                         error = function(e) function(...) stop(e))
   }
   job$call <- call
@@ -149,18 +150,18 @@ worker_lib_paths <- function(lib_paths) {
 # collected at once, so that its memory goes without waiting for R's next
 # collection.
 worker_assign <- function(entries) {
-  replaced_shared <- FALSE
-  for (entry in entries) {
-    replaced_shared <- replaced_shared ||
-      is_shared_vector(get0(entry$name, envir = .GlobalEnv, inherits = FALSE))
-    value <- if (is.null(entry$segment)) unserialize(entry$value) else {
-      spec <- entry$segment
-      shared <- map_shared_vector(worker_take_descriptor(spec$descriptor), spec$type, spec$length)
-      if (!is.null(spec$attributes)) attributes(shared) <- spec$attributes
-      shared
-    }
-    assign(entry$name, value, envir = .GlobalEnv)
-  }
+  values <- lapply(entries, function(entry) {
+    if (is.null(entry$segment)) return(unserialize(entry$value))
+    spec <- entry$segment
+    shared <- map_shared_vector(worker_take_descriptor(spec$descriptor), spec$type, spec$length)
+    if (!is.null(spec$attributes)) attributes(shared) <- spec$attributes
+    shared
+  })
+  names(values) <- vapply(entries, `[[`, "", "name")
+  replaced_shared <- any(vapply(names(values), function(name)
+    is_shared_vector(get0(name, envir = .GlobalEnv, inherits = FALSE)), NA))
+  list2env(values, envir = .GlobalEnv)
+  rm(values)
   if (replaced_shared) gc(verbose = FALSE)
   invisible(NULL)
 }

@@ -116,10 +116,14 @@ struct Chunk {
   }
 } chunk;
 
-// `quote(value)`: an argument evaluated to `value`, as do.call(quote =
-// TRUE) passes its arguments.
+// `base::quote(value)`: an argument evaluated to `value`, as do.call(quote
+// = TRUE) passes its arguments.
 SEXP quoted(SEXP value) {
-  static SEXP quote = Rf_install("quote");
+  static SEXP quote = [] {
+    SEXP f = Rf_lang3(R_DoubleColonSymbol, R_BaseSymbol, Rf_install("quote"));
+    R_PreserveObject(f);
+    return f;
+  }();
   return Rf_lang2(quote, value);
 }
 
@@ -287,17 +291,16 @@ SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
   if (!is_map) {
     Rf_defineVar(x_sym, inputs, frame);
     Rf_defineVar(fun_sym, fun, frame);
-    SEXP element = PROTECT(Rf_lang3(R_Bracket2Symbol, x_sym, i_sym));
-    SEXP rest = R_NilValue;
+    // `...` as a closure's frame has it: the extra arguments, or missing
+    SEXP dots = R_MissingArg;
     if (Rf_xlength(extra) > 0) {
-      SEXP dots = PROTECT(argument_list(extra));
+      dots = argument_list(extra);
       SET_TYPEOF(dots, DOTSXP);
-      Rf_defineVar(R_DotsSymbol, dots, frame);
-      UNPROTECT(1);
-      rest = Rf_cons(R_DotsSymbol, R_NilValue);
     }
-    PROTECT(rest);
-    lapply_call = Rf_lcons(fun_sym, Rf_cons(element, rest));
+    PROTECT(dots);
+    Rf_defineVar(R_DotsSymbol, dots, frame);
+    SEXP element = PROTECT(Rf_lang3(R_Bracket2Symbol, x_sym, i_sym));
+    lapply_call = Rf_lang3(fun_sym, element, R_DotsSymbol);
     UNPROTECT(2);
   }
   PROTECT(lapply_call);
