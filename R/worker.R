@@ -150,6 +150,12 @@ worker_lib_paths <- function(lib_paths) {
 # collected at once, so that its memory goes without waiting for R's next
 # collection.
 worker_assign <- function(entries) {
+  assigned <- FALSE
+  # a failed assignment (a locked binding) leaves no shared vector mapped
+  on.exit(if (!assigned) {
+    values <- NULL
+    gc(verbose = FALSE)
+  })
   values <- lapply(entries, function(entry) {
     if (is.null(entry$segment)) return(unserialize(entry$value))
     spec <- entry$segment
@@ -161,7 +167,8 @@ worker_assign <- function(entries) {
   replaced_shared <- any(vapply(names(values), function(name)
     is_shared_vector(get0(name, envir = .GlobalEnv, inherits = FALSE)), NA))
   list2env(values, envir = .GlobalEnv)
-  rm(values)
+  assigned <- TRUE
+  values <- NULL
   if (replaced_shared) gc(verbose = FALSE)
   invisible(NULL)
 }

@@ -156,6 +156,8 @@ test_that("a failed export does not leave its segments to the next export", {
   err <- tryCatch(pool_export(c("small2", "big2"), envir = environment()), error = function(e) e)
   expect_s3_class(err, "bgpool_task_error")
   expect_match(conditionMessage(err), "small2", fixed = TRUE)
+  # nothing of it stays mapped on the workers
+  expect_identical(worker_memfd_maps(), c(0L, 0L))
   big3 <- rep(2, 2e5)
   pool_export("big3", envir = environment())
   expect_identical(unlist(pool_evalq(sum(big3))), rep(sum(big3), 2))
