@@ -17,8 +17,8 @@ pool_state <- function(xp) {
     .Call(`_bgpool_pool_state`, xp)
 }
 
-pool_prepare <- function(xp, grace, log_limit) {
-    .Call(`_bgpool_pool_prepare`, xp, grace, log_limit)
+pool_prepare <- function(xp, grace, log_limit, share_threshold) {
+    .Call(`_bgpool_pool_prepare`, xp, grace, log_limit, share_threshold)
 }
 
 pool_replace <- function(xp, slots) {
@@ -33,8 +33,8 @@ pool_run_elements <- function(xp, job, inputs, is_map, n, chunk_size, timeout, r
     .Call(`_bgpool_pool_run_elements`, xp, job, inputs, is_map, n, chunk_size, timeout, retry, attempts, progress)
 }
 
-pool_run_on_workers <- function(xp, fun, args, slots, fds) {
-    .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots, fds)
+pool_run_on_workers <- function(xp, fun, args, slots) {
+    .Call(`_bgpool_pool_run_on_workers`, xp, fun, args, slots)
 }
 
 pool_node_send <- function(xp, slot, fun, args, tag) {
@@ -81,24 +81,20 @@ vector_hash <- function(x) {
     .Call(`_bgpool_vector_hash`, x)
 }
 
-shared_segment <- function(x) {
-    .Call(`_bgpool_shared_segment`, x)
+shared_copy <- function(x) {
+    .Call(`_bgpool_shared_copy`, x)
 }
 
-segment_fd <- function(segment) {
-    .Call(`_bgpool_segment_fd`, segment)
+shared_id <- function(x) {
+    .Call(`_bgpool_shared_id`, x)
 }
 
-release_segment <- function(segment) {
-    invisible(.Call(`_bgpool_release_segment`, segment))
+release_segment <- function(x) {
+    invisible(.Call(`_bgpool_release_segment`, x))
 }
 
 is_shared_vector <- function(x) {
     .Call(`_bgpool_is_shared_vector`, x)
-}
-
-map_shared_vector <- function(fd, type, length) {
-    .Call(`_bgpool_map_shared_vector`, fd, type, length)
 }
 
 template_serve <- function() {
@@ -111,10 +107,6 @@ worker_connect <- function(slot) {
 
 worker_receive <- function() {
     .Call(`_bgpool_worker_receive`)
-}
-
-worker_take_descriptor <- function(index) {
-    .Call(`_bgpool_worker_take_descriptor`, index)
 }
 
 worker_call_cancelled <- function() {

@@ -307,7 +307,8 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   handle <- .bgpool$pool
   if (drain_cluster && pool_node_busy(handle)) pool_node_collect(handle)
   replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1),
-                           getOption("bgpool.log_limit", 1e7))
+                           getOption("bgpool.log_limit", 1e7),
+                           getOption("bgpool.share_threshold", 1e6))
   if (length(replaced)) {
     tryCatch(pool_replace(handle, replaced), error = function(e)
       abort(sprintf("%s: could not start a worker to replace one that died: %s",

@@ -11,6 +11,7 @@ REQUEST_CALL <- 2L   # the call's number; its replies carry it back
 REQUEST_START <- 3L  # how many of the call's elements come before the chunk
 REQUEST_DATA <- 4L   # the chunk's inputs, or the call's argument list
 REQUEST_JOB <- 5L    # the job (with a call's first chunk to a worker), or the function
+REQUEST_SHARE <- 6L  # bytes from which the reply's vectors go as shared memory
 
 REPLY_CALL <- 1L
 REPLY_START <- 2L

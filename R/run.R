@@ -62,8 +62,8 @@ run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, ret
   outcome
 }
 
-on_workers <- function(caller, fun, args, slots, fds = integer()) {
-  outcome <- pool_run_on_workers(.bgpool$pool, fun, args, slots, fds)
+on_workers <- function(caller, fun, args, slots) {
+  outcome <- pool_run_on_workers(.bgpool$pool, fun, args, slots)
   call_outcome(caller, outcome, length(slots), labels = NULL, unit = "worker")
 }
 

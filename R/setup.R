@@ -4,118 +4,98 @@
 # calls that succeeded on every worker, in the order they were made.
 #
 # `.bgpool$setup` is a list of steps, each a request for run_on_workers():
-# list(fun, args, segments), `segments` being the shared segments whose
-# descriptors go with it. An export step holds one entry per name. When a
-# name is exported again, its older entry leaves the log unless a recorded
-# call came after it (that call may have used it, and is replayed as it
-# ran); a step left empty is dropped.
+# list(fun, args). An export step holds one entry per name: a serialized
+# snapshot of its value, or a shared copy (src/shared.h) of a large vector,
+# which travels by reference. When a name is exported again, its older
+# entry leaves the log unless a recorded call came after it (that call may
+# have used it, and is replayed as it ran); a step left empty is dropped.
 #
-# Shared segments: `.bgpool$segments` holds, per exported name, the segment
-# of its current value (with the value's hash, so that exporting it again
-# unchanged sends no new copy). A segment that neither holds a current
-# value nor is in the log is released at once (its descriptor closed; its
-# memory goes when no worker maps it).
+# Shared copies: `.bgpool$segments` holds, per exported name, the shared
+# copy of its current value (with the value's hash, so that exporting it
+# again unchanged sends no new copy). A shared copy that neither holds a
+# current value nor is in the log is released at once (its memory goes as
+# soon as no worker maps it).
 
 forget_setup <- function() {
-  for (segment in held_segments()) release_segment(segment)
+  for (shared in held_segments()) release_segment(shared)
   .bgpool$setup <- list()
   .bgpool$segments <- new.env(parent = emptyenv())
 }
 
 # The step that assigns `values` on the workers. Large vectors go as shared
-# segments (new ones in `fresh`: not yet recorded); everything else as a
+# copies (new ones in `fresh`: not yet recorded); everything else as a
 # serialized snapshot.
 export_step <- function(values) {
   threshold <- getOption("bgpool.share_threshold", 1e6)
   entries <- list()
-  segments <- list()
   fresh <- list()
   for (name in names(values)) {
     value <- values[[name]]
-    segment <- NULL
     bytes <- shareable_bytes(value)
+    shared <- NULL
     if (bytes > 0 && bytes >= threshold) {
-      segment <- reuse_segment(name, value)
-      if (is.null(segment)) {
-        segment <- tryCatch(shared_segment(value), error = function(e) NULL)
-        if (!is.null(segment))
-          fresh[[name]] <- list(hash = vector_hash(value), type = typeof(value), segment = segment)
+      shared <- reuse_segment(name, value)
+      if (is.null(shared)) {
+        shared <- tryCatch(shared_copy(value), error = function(e) NULL)
+        if (!is.null(shared))
+          fresh[[name]] <- list(hash = vector_hash(value), type = typeof(value), shared = shared)
       }
     }
-    if (is.null(segment)) {
-      entries[[name]] <- list(name = name, value = serialize(value, NULL, xdr = FALSE))
-    } else {
-      segments[[length(segments) + 1L]] <- segment
-      entries[[name]] <- list(name = name, segment = list(
-        descriptor = length(segments), type = typeof(value), length = length(value),
-        attributes = attributes(value)))
-    }
+    entries[[name]] <- if (is.null(shared))
+      list(name = name, snapshot = serialize(value, NULL, xdr = FALSE))
+    else list(name = name, shared = shared)
   }
-  list(fun = worker_assign, args = list(entries), segments = segments, fresh = fresh)
+  list(fun = worker_assign, args = list(entries), fresh = fresh)
 }
 
-# The segment holding `value` as last exported under `name`, if unchanged.
+# The shared copy of `value` as last exported under `name`, if unchanged.
 reuse_segment <- function(name, value) {
   cached <- .bgpool$segments[[name]]
   if (!is.null(cached) && identical(cached$type, typeof(value)) &&
         identical(cached$hash, vector_hash(value)))
-    cached$segment
+    cached$shared
 }
 
-# Records an export that every worker took, and releases the segments it
-# made unneeded.
+# Records an export that every worker took, and releases the shared copies
+# it made unneeded.
 record_export <- function(step) {
   exported <- names(step$args[[1L]])
   before <- held_segments()
   is_call <- vapply(.bgpool$setup, is_call_step, NA)
   calls_after <- rev(cumsum(rev(is_call))) - is_call
   .bgpool$setup <- Filter(Negate(is.null), Map(function(old, later_calls) {
-    if (is_call_step(old) || later_calls > 0) old else without_names(old, exported)
+    if (is_call_step(old) || later_calls > 0) return(old)
+    old$args[[1L]] <- old$args[[1L]][setdiff(names(old$args[[1L]]), exported)]
+    if (length(old$args[[1L]])) old
   }, .bgpool$setup, calls_after))
   for (name in exported) {
     now <- step$fresh[[name]]
     if (!is.null(now)) .bgpool$segments[[name]] <- now
-    else if (is.null(step$args[[1L]][[name]]$segment) && !is.null(.bgpool$segments[[name]]))
+    else if (is.null(step$args[[1L]][[name]]$shared) && !is.null(.bgpool$segments[[name]]))
       rm(list = name, envir = .bgpool$segments)
   }
   step$fresh <- NULL
   .bgpool$setup[[length(.bgpool$setup) + 1L]] <- step
-  kept <- vapply(held_segments(), segment_fd, 0L)
-  for (segment in before)
-    if (!segment_fd(segment) %in% kept) release_segment(segment)
-}
-
-# An export step without the entries of `names` (its segments renumbered
-# as the message will carry them); NULL when no entry is left.
-without_names <- function(step, names) {
-  entries <- step$args[[1L]]
-  entries <- entries[setdiff(names(entries), names)]
-  if (!length(entries)) return(NULL)
-  used <- integer()
-  for (name in names(entries)) {
-    if (is.null(entries[[name]]$segment)) next
-    used <- c(used, entries[[name]]$segment$descriptor)
-    entries[[name]]$segment$descriptor <- length(used)
-  }
-  step$segments <- step$segments[used]
-  step$args[[1L]] <- entries
-  step
+  kept <- vapply(held_segments(), shared_id, 0L)
+  for (shared in before)
+    if (!shared_id(shared) %in% kept) release_segment(shared)
 }
 
 is_call_step <- function(step) identical(step$fun, worker_replay)
 
-# The segments the pool holds, each once: those of current values, and
-# those the log keeps for replay.
+# The shared copies the pool holds, each once: those of current values,
+# and those the log keeps for replay.
 held_segments <- function() {
-  current <- unname(lapply(as.list(.bgpool$segments), `[[`, "segment"))
-  logged <- unlist(lapply(.bgpool$setup, `[[`, "segments"), recursive = FALSE)
-  all <- c(current, logged)
-  all[!duplicated(vapply(all, segment_fd, 0L))]
+  current <- unname(lapply(as.list(.bgpool$segments), `[[`, "shared"))
+  logged <- lapply(.bgpool$setup, function(step)
+    if (is_call_step(step)) list() else unname(lapply(step$args[[1L]], `[[`, "shared")))
+  all <- Filter(Negate(is.null), c(current, unlist(logged, recursive = FALSE)))
+  all[!duplicated(vapply(all, shared_id, 0L))]
 }
 
-# Releases the new segments of an export that failed.
+# Releases the new shared copies of an export that failed.
 discard_export <- function(step) {
-  for (fresh in step$fresh) release_segment(fresh$segment)
+  for (fresh in step$fresh) release_segment(fresh$shared)
 }
 
 # Records a pool_call() or pool_evalq() as it was made (a snapshot of the
@@ -127,8 +107,7 @@ record_call <- function(fun, args) {
 
 # Runs a step on the workers in `slots`.
 run_step <- function(caller, step, slots) {
-  on_workers(caller, step$fun, step$args, slots,
-             vapply(step$segments, segment_fd, 0L, USE.NAMES = FALSE))
+  on_workers(caller, step$fun, step$args, slots)
 }
 
 # Sets up workers that replace dead ones as the others were: the master's

@@ -21,6 +21,11 @@ template_main <- function() {
   invisible(NULL)
 }
 
+# What a worker keeps between requests: `collect`, whether to collect
+# garbage once the reply is sent (shared vectors no longer held, whose
+# memory should go at once).
+worker_state <- new.env(parent = emptyenv())
+
 # Error, warning and interrupt handlers are set up once around a loop over
 # many requests, not once per request: they cost more than a small task.
 # After a task's error the loop is entered afresh.
@@ -61,8 +66,20 @@ serve <- function(state) {
       values <- list(worker_call(request[[REQUEST_JOB]], request[[REQUEST_DATA]]))
       error <- NULL
     }
-    if (!worker_send(request, values, error, state$warnings)) return(TRUE)
+    sent <- worker_send(request, values, error, state$warnings)
+    request <- values <- NULL
+    collect_if_asked(state)
+    if (!sent) return(TRUE)
   }
+}
+
+# Once a reply is sent, and only when asked: R's collection costs more than
+# a small request.
+collect_if_asked <- function(state) {
+  if (!isTRUE(worker_state$collect)) return()
+  worker_state$collect <- FALSE
+  state$request <- NULL
+  gc(verbose = FALSE)
 }
 
 # The job of a call, for worker_run_elements(). A function given by name is
@@ -106,10 +123,11 @@ keep_warning <- function(state, w) {
 # elements before it. Returns whether the worker is done (the master has
 # gone, or the failure was not a task's).
 reply_failure <- function(state, condition) {
-  request <- state$request
-  if (is.null(request)) return(TRUE)
-  !worker_send(request, worker_chunk_values(), signal(worker_position(), sendable(condition)),
-               state$warnings)
+  if (is.null(state$request)) return(TRUE)
+  sent <- worker_send(state$request, worker_chunk_values(),
+                      signal(worker_position(), sendable(condition)), state$warnings)
+  collect_if_asked(state)
+  !sent
 }
 
 cancelled <- function() {
@@ -134,7 +152,7 @@ sendable <- function(condition) {
 worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
-  gc(verbose = FALSE)  # shared vectors among them unmap now
+  worker_state$collect <- TRUE  # shared vectors among them unmap
   worker_lib_paths(lib_paths)
 }
 
@@ -144,32 +162,22 @@ worker_lib_paths <- function(lib_paths) {
 }
 
 # Assigns exported values (R/setup.R) in the global environment: each
-# entry is serialized (a snapshot taken when it was exported), or a vector
-# whose data came as a shared segment with the request (its descriptor's
-# position among the request's). A shared vector replaced here is
+# entry is a serialized snapshot (taken when it was exported), or a shared
+# vector mapped from the master's copy. A shared vector replaced here is
 # collected at once, so that its memory goes without waiting for R's next
 # collection.
 worker_assign <- function(entries) {
-  assigned <- FALSE
-  # a failed assignment (a locked binding) leaves no shared vector mapped
-  on.exit(if (!assigned) {
-    values <- NULL
-    gc(verbose = FALSE)
-  })
-  values <- lapply(entries, function(entry) {
-    if (is.null(entry$segment)) return(unserialize(entry$value))
-    spec <- entry$segment
-    shared <- map_shared_vector(worker_take_descriptor(spec$descriptor), spec$type, spec$length)
-    if (!is.null(spec$attributes)) attributes(shared) <- spec$attributes
-    shared
-  })
+  values <- lapply(entries, function(entry)
+    if (is.null(entry$shared)) unserialize(entry$snapshot) else entry$shared)
   names(values) <- vapply(entries, `[[`, "", "name")
+  entries <- NULL
   replaced_shared <- any(vapply(names(values), function(name)
     is_shared_vector(get0(name, envir = .GlobalEnv, inherits = FALSE)), NA))
+  assigned <- FALSE
+  # a failed assignment (a locked binding) leaves no shared vector mapped
+  on.exit(if (!assigned || replaced_shared) worker_state$collect <- TRUE)
   list2env(values, envir = .GlobalEnv)
   assigned <- TRUE
-  values <- NULL
-  if (replaced_shared) gc(verbose = FALSE)
   invisible(NULL)
 }
 

@@ -56,14 +56,15 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_prepare
-std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit);
-RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP, SEXP log_limitSEXP) {
+std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit, double share_threshold);
+RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP, SEXP log_limitSEXP, SEXP share_thresholdSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     Rcpp::traits::input_parameter< double >::type grace(graceSEXP);
     Rcpp::traits::input_parameter< double >::type log_limit(log_limitSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace, log_limit));
+    Rcpp::traits::input_parameter< double >::type share_threshold(share_thresholdSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace, log_limit, share_threshold));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -107,16 +108,15 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_run_on_workers
-SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots, std::vector<int> fds);
-RcppExport SEXP _bgpool_pool_run_on_workers(SEXP xpSEXP, SEXP funSEXP, SEXP argsSEXP, SEXP slotsSEXP, SEXP fdsSEXP) {
+SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots);
+RcppExport SEXP _bgpool_pool_run_on_workers(SEXP xpSEXP, SEXP funSEXP, SEXP argsSEXP, SEXP slotsSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
     Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
     Rcpp::traits::input_parameter< std::vector<int> >::type slots(slotsSEXP);
-    Rcpp::traits::input_parameter< std::vector<int> >::type fds(fdsSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_run_on_workers(xp, fun, args, slots, fds));
+    rcpp_result_gen = Rcpp::wrap(pool_run_on_workers(xp, fun, args, slots));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -235,32 +235,32 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// shared_segment
-SEXP shared_segment(SEXP x);
-RcppExport SEXP _bgpool_shared_segment(SEXP xSEXP) {
+// shared_copy
+SEXP shared_copy(SEXP x);
+RcppExport SEXP _bgpool_shared_copy(SEXP xSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
-    rcpp_result_gen = Rcpp::wrap(shared_segment(x));
+    rcpp_result_gen = Rcpp::wrap(shared_copy(x));
     return rcpp_result_gen;
 END_RCPP
 }
-// segment_fd
-int segment_fd(SEXP segment);
-RcppExport SEXP _bgpool_segment_fd(SEXP segmentSEXP) {
+// shared_id
+int shared_id(SEXP x);
+RcppExport SEXP _bgpool_shared_id(SEXP xSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type segment(segmentSEXP);
-    rcpp_result_gen = Rcpp::wrap(segment_fd(segment));
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(shared_id(x));
     return rcpp_result_gen;
 END_RCPP
 }
 // release_segment
-void release_segment(SEXP segment);
-RcppExport SEXP _bgpool_release_segment(SEXP segmentSEXP) {
+void release_segment(SEXP x);
+RcppExport SEXP _bgpool_release_segment(SEXP xSEXP) {
 BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type segment(segmentSEXP);
-    release_segment(segment);
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    release_segment(x);
     return R_NilValue;
 END_RCPP
 }
@@ -271,18 +271,6 @@ BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
     rcpp_result_gen = Rcpp::wrap(is_shared_vector(x));
-    return rcpp_result_gen;
-END_RCPP
-}
-// map_shared_vector
-SEXP map_shared_vector(int fd, std::string type, double length);
-RcppExport SEXP _bgpool_map_shared_vector(SEXP fdSEXP, SEXP typeSEXP, SEXP lengthSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< int >::type fd(fdSEXP);
-    Rcpp::traits::input_parameter< std::string >::type type(typeSEXP);
-    Rcpp::traits::input_parameter< double >::type length(lengthSEXP);
-    rcpp_result_gen = Rcpp::wrap(map_shared_vector(fd, type, length));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -310,16 +298,6 @@ RcppExport SEXP _bgpool_worker_receive() {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     rcpp_result_gen = Rcpp::wrap(worker_receive());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_take_descriptor
-int worker_take_descriptor(int index);
-RcppExport SEXP _bgpool_worker_take_descriptor(SEXP indexSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< int >::type index(indexSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_take_descriptor(index));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -401,11 +379,11 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
     {"_bgpool_pool_owned", (DL_FUNC) &_bgpool_pool_owned, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
-    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 3},
+    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 4},
     {"_bgpool_pool_replace", (DL_FUNC) &_bgpool_pool_replace, 2},
     {"_bgpool_pool_kill_workers", (DL_FUNC) &_bgpool_pool_kill_workers, 2},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 10},
-    {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 5},
+    {"_bgpool_pool_run_on_workers", (DL_FUNC) &_bgpool_pool_run_on_workers, 4},
     {"_bgpool_pool_node_send", (DL_FUNC) &_bgpool_pool_node_send, 5},
     {"_bgpool_pool_node_receive", (DL_FUNC) &_bgpool_pool_node_receive, 2},
     {"_bgpool_pool_node_receive_any", (DL_FUNC) &_bgpool_pool_node_receive_any, 2},
@@ -417,15 +395,13 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_rng_jump", (DL_FUNC) &_bgpool_rng_jump, 2},
     {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
     {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
-    {"_bgpool_shared_segment", (DL_FUNC) &_bgpool_shared_segment, 1},
-    {"_bgpool_segment_fd", (DL_FUNC) &_bgpool_segment_fd, 1},
+    {"_bgpool_shared_copy", (DL_FUNC) &_bgpool_shared_copy, 1},
+    {"_bgpool_shared_id", (DL_FUNC) &_bgpool_shared_id, 1},
     {"_bgpool_release_segment", (DL_FUNC) &_bgpool_release_segment, 1},
     {"_bgpool_is_shared_vector", (DL_FUNC) &_bgpool_is_shared_vector, 1},
-    {"_bgpool_map_shared_vector", (DL_FUNC) &_bgpool_map_shared_vector, 3},
     {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
-    {"_bgpool_worker_take_descriptor", (DL_FUNC) &_bgpool_worker_take_descriptor, 1},
     {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
     {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},

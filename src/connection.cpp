@@ -33,11 +33,6 @@ constexpr uint64_t kMaxChunk = uint64_t(1) << 32;
 constexpr uint64_t kEndChunk = 0;
 constexpr uint64_t kAbortChunk = ~uint64_t(0);
 
-struct Header {
-  uint32_t descriptors;
-  uint32_t reserved;
-};
-
 }  // namespace
 
 char* Buffer::extend(size_t n) {
@@ -98,19 +93,9 @@ Connection::Status Connection::failed(const std::string& why) {
 // ---------------------------------------------------------------------------
 // Writing
 
-bool Connection::begin_write(const std::vector<int>& fds) {
+bool Connection::begin_write() {
   if (broken_) return false;
-  if (fds.size() > kMaxDescriptors) return fail("too many descriptors for one message");
-  // Our own copies: a write that goes on into memory sends them later, when
-  // the caller may have closed its own.
-  for (int fd : fds) {
-    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (copy < 0) return fail(std::string("cannot pass a descriptor: ") + strerror(errno));
-    fds_out_.push_back(copy);
-  }
-  Header header{static_cast<uint32_t>(fds.size()), 0};
   writing_ = true;
-  out_.append(&header, sizeof header);
   return true;
 }
 
@@ -144,11 +129,25 @@ void Connection::close_chunk() {
   open_chunk_ = kNoChunk;
 }
 
-bool Connection::end_write() {
+bool Connection::end_write(const std::vector<int>& fds) {
   if (broken_) return false;
+  if (fds.size() > kMaxDescriptors) {
+    abort_write();
+    return fail("too many descriptors for one message");
+  }
+  // Our own copies: a write that goes on into memory sends them later, when
+  // the caller may have closed its own.
+  for (int fd : fds) {
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+      abort_write();
+      return fail(std::string("cannot pass a descriptor: ") + strerror(errno));
+    }
+    fds_out_.push_back(copy);
+  }
   close_chunk();
-  uint64_t end = kEndChunk;
-  out_.append(&end, sizeof end);
+  uint64_t trailer[2] = {kEndChunk, fds.size()};
+  out_.append(trailer, sizeof trailer);
   writing_ = false;
   deferring_ = false;
   ++written_;
@@ -158,8 +157,8 @@ bool Connection::end_write() {
 void Connection::abort_write() {
   if (!writing_ || broken_) return;
   close_chunk();
-  uint64_t abort = kAbortChunk;
-  out_.append(&abort, sizeof abort);
+  uint64_t trailer[2] = {kAbortChunk, 0};
+  out_.append(trailer, sizeof trailer);
   writing_ = false;
   deferring_ = false;
   flush();  // without waiting: this runs while R unwinds
@@ -401,43 +400,41 @@ Connection::Status Connection::step_read(bool may_wait, bool keep) {
       if (!receive_more(may_wait, &status)) return status;
       continue;
     }
-    size_t need = state_ == ReadState::Header ? sizeof(Header) : sizeof(uint64_t);
-    if (buffered() < need) {
+    if (buffered() < sizeof(uint64_t)) {
       Status status;
       if (!receive_more(may_wait, &status)) return status;
       continue;
     }
-    const char* at = in_.data() + in_used_;
-    in_used_ += need;
-    if (state_ == ReadState::Header) {
-      Header header;
-      std::memcpy(&header, at, sizeof header);
-      // The descriptors came with the header's first byte, so they are here.
-      if (fds_in_.size() < header.descriptors)
-        return failed("a message came without its descriptors");
+    uint64_t word;
+    std::memcpy(&word, in_.data() + in_used_, sizeof word);
+    in_used_ += sizeof word;
+    if (state_ == ReadState::Trailer) {
+      // The descriptors came with the message's bytes, so they are here.
+      if (fds_in_.size() < word) return failed("a message came without its descriptors");
       close_message_fds();
-      message_fds_.assign(fds_in_.begin(), fds_in_.begin() + header.descriptors);
-      fds_in_.erase(fds_in_.begin(), fds_in_.begin() + header.descriptors);
-      message_.clear(kKeepBytes);
-      reading_ = true;
-      state_ = ReadState::ChunkLength;
-      continue;
-    }
-    uint64_t length;
-    std::memcpy(&length, at, sizeof length);
-    if (length == kEndChunk || length == kAbortChunk) {
+      message_fds_.assign(fds_in_.begin(), fds_in_.begin() + word);
+      fds_in_.erase(fds_in_.begin(), fds_in_.begin() + word);
       reading_ = false;
-      state_ = ReadState::Header;
-      if (length == kAbortChunk) {
-        close_message_fds();
-        message_.clear(kKeepBytes);
+      state_ = ReadState::ChunkLength;
+      if (aborted_) {
+        release_message();
         return Status::Aborted;
       }
       ++read_count_;
       return Status::Complete;
     }
-    if (length > kMaxChunk) return failed("received a malformed message");
-    chunk_left_ = length;
+    if (!reading_) {  // a new message
+      close_message_fds();
+      message_.clear(kKeepBytes);
+      reading_ = true;
+    }
+    if (word == kEndChunk || word == kAbortChunk) {
+      aborted_ = word == kAbortChunk;
+      state_ = ReadState::Trailer;
+      continue;
+    }
+    if (word > kMaxChunk) return failed("received a malformed message");
+    chunk_left_ = word;
     state_ = ReadState::Payload;
   }
 }

@@ -1,15 +1,16 @@
 // One end of a link between the master and a worker: messages over a
 // non-blocking Unix socket.
 //
-// A message is a header (how many descriptors travel with it), then
-// chunks, each a 64-bit length and that many bytes, ended by a zero-length
-// chunk. Chunks let the serializer stream a value of any size without
-// knowing its length first. A sender that must give a message up midway
-// (R jumped out of its serializer) ends it with an abort marker instead,
-// and the reader drops it: no message is ever left half-written.
+// A message is a sequence of chunks, each a 64-bit length and that many
+// bytes, ended by a zero-length chunk and the number of descriptors that
+// came with it. Chunks let the serializer stream a value of any size
+// without knowing its length first. A sender that must give a message up
+// midway (R jumped out of its serializer) ends it with an abort marker
+// instead, and the reader drops it: no message is ever left half-written.
 //
-// The descriptors of a message (shared memory segments) go with its first
-// bytes; the reader takes exactly the header's count for that message.
+// The descriptors of a message (shared memory segments, found while its
+// value is serialized) go with its last bytes; the reader takes exactly
+// the trailer's count for that message.
 //
 // The reader receives a whole message before anyone decodes it: R's
 // unserializer then reads from memory and can never be stopped halfway by
@@ -81,15 +82,16 @@ class Connection {
   void mark_broken(const std::string& why);
 
   // Writing a message: begin_write(), put() any number of times, then
-  // end_write() (or abort_write() to give it up). The descriptors go with
-  // the message's first bytes; at most kMaxDescriptors.
-  bool begin_write(const std::vector<int>& fds = {});
+  // end_write() with the descriptors that go with it (at most
+  // kMaxDescriptors), or abort_write() to give it up.
+  bool begin_write();
   bool put(const void* data, size_t n);
-  bool end_write();
+  bool end_write(const std::vector<int>& fds = {});
   void abort_write();
   // Whether bytes wait to go out (a write went on into memory), and
   // sending what the socket takes of them now, without waiting.
   bool has_pending_output() const { return out_.size() > out_sent_; }
+  size_t pending_output() const { return out_.size() - out_sent_; }
   bool flush();
 
   // Reading: read() waits until the next message has come whole (messages
@@ -125,7 +127,7 @@ class Connection {
   static constexpr size_t kMaxDescriptors = 253;  // the kernel's limit per sendmsg
 
  private:
-  enum class ReadState { Header, ChunkLength, Payload };
+  enum class ReadState { ChunkLength, Payload, Trailer };
 
   bool send_now(const void* data, size_t n);
   bool send_iov(iovec* iov, int count);
@@ -164,7 +166,8 @@ class Connection {
   std::vector<int> fds_in_;    // descriptors received, not yet given to a message
   bool reading_ = false;       // a message is under way
   bool message_ready_ = false; // message_ holds a whole message not yet released
-  ReadState state_ = ReadState::Header;
+  ReadState state_ = ReadState::ChunkLength;
+  bool aborted_ = false;       // the trailer read ends an aborted message
   uint64_t chunk_left_ = 0;    // payload bytes of the current chunk still to come
   Buffer message_;             // the payload of the message being read, or read last
   std::vector<int> message_fds_;

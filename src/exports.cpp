@@ -86,11 +86,13 @@ Rcpp::List pool_state(SEXP xp) {
 // from abandoned calls (killing those stuck longer than `grace` seconds);
 // returns the (1-based) slots of workers that are dead or whose link
 // broke, for pool_replace(). `log_limit`: the bytes a worker's own log may
-// grow to (0: no limit).
+// grow to (0: no limit); `share_threshold`: the bytes from which vectors in
+// messages go as shared memory.
 // [[Rcpp::export(rng = false)]]
-std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit) {
+std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit, double share_threshold) {
   Pool& pool = get_pool(xp);
   pool.set_log_limit(log_limit);
+  pool.set_share_threshold(share_threshold);
   bgpool::node_settle(pool);
   bgpool::settle(pool, grace);
   pool.trim_logs();
@@ -125,10 +127,9 @@ SEXP pool_run_elements(SEXP xp, SEXP job, SEXP inputs, bool is_map, double n,
 }
 
 // [[Rcpp::export(rng = false)]]
-SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots,
-                         std::vector<int> fds) {
+SEXP pool_run_on_workers(SEXP xp, SEXP fun, SEXP args, std::vector<int> slots) {
   Pool& pool = get_pool(xp);
-  return bgpool::run_on_workers(pool, fun, args, zero_based(slots), fds);
+  return bgpool::run_on_workers(pool, fun, args, zero_based(slots));
 }
 
 // parallel's node interface (R/cluster.R); slots are 1-based here.
@@ -175,6 +176,7 @@ Rcpp::IntegerVector protocol_constants() {
       Rcpp::Named("REQUEST_START") = kRequestStart + 1,
       Rcpp::Named("REQUEST_DATA") = kRequestData + 1,
       Rcpp::Named("REQUEST_JOB") = kRequestJob + 1,
+      Rcpp::Named("REQUEST_SHARE") = kRequestShare + 1,
       Rcpp::Named("REPLY_CALL") = kReplyCall + 1, Rcpp::Named("REPLY_START") = kReplyStart + 1,
       Rcpp::Named("REPLY_VALUES") = kReplyValues + 1,
       Rcpp::Named("REPLY_ERROR") = kReplyError + 1,

@@ -5,6 +5,7 @@
 #include "node_connection.h"
 #include "protocol.h"
 #include "replies.h"
+#include "scheduler.h"
 #include "serialize.h"
 
 namespace bgpool {
@@ -103,12 +104,9 @@ void node_send(Pool& pool, int slot, SEXP fun, SEXP args, SEXP tag) {
   AbandonOnUnwind guard(pool);
   Worker& w = pool.worker(slot);
   double call_id = pool.next_call_id();
-  Rcpp::List message(protocol::kRequestFields);
-  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
-  message[protocol::kRequestCall] = call_id;
-  message[protocol::kRequestStart] = 0.0;
-  message[protocol::kRequestData] = args;
-  message[protocol::kRequestJob] = fun;
+  SharedCopies copies;
+  Rcpp::List message = call_request(call_id, fun, copies.share(args, pool.share_threshold()),
+                                    pool.share_threshold());
   bool sent = w.usable() && write_message(*w.conn, message);
   w.node_calls.push_back({call_id, tag});
   if (!sent) fail_calls(pool, w);

@@ -127,6 +127,9 @@ class Pool {
   void trim_logs();
 
   double next_call_id() { return ++call_id_; }
+  // The bytes from which vectors in messages go as shared memory.
+  void set_share_threshold(double bytes) { share_threshold_ = bytes; }
+  double share_threshold() const { return share_threshold_; }
   // A descriptor that polls as readable while the pool lives.
   int ready_fd();
 
@@ -156,6 +159,7 @@ class Pool {
   Worker template_;
   double call_id_ = 0;
   double log_limit_ = 0;
+  double share_threshold_ = 1e6;
   double logs_checked_ = 0;
   bool stopped_ = false;
 };

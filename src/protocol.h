@@ -16,7 +16,7 @@ enum Kind : int {
   kCall = 2,   // do.call(job, data) once
 };
 
-// A request: list(kind, call, start, data, job).
+// A request: list(kind, call, start, data, job, share).
 enum Request : int {
   kRequestKind,   // Kind
   kRequestCall,   // the call's number (double): its replies carry it back
@@ -25,6 +25,8 @@ enum Request : int {
   kRequestJob,    // chunk: the job (function, fixed arguments, seed), with
                   // a call's first chunk to a worker only, else NULL;
                   // call: the function
+  kRequestShare,  // the size in bytes from which the reply's vectors go as
+                  // shared memory (Inf: never)
   kRequestFields
 };
 

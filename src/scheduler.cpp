@@ -133,6 +133,9 @@ class Gather {
   }
 
   double call_id() const { return call_id_; }
+  // Shared copies that all of the call's messages may carry (its job, its
+  // arguments); released when the call ends.
+  SharedCopies& copies() { return copies_; }
   // Whether the call stops now (a worker lost, no retries).
   bool stopped() const { return stopped_; }
   // Seconds per element, from the latest chunk: the first chunks of a call
@@ -140,8 +143,8 @@ class Gather {
   double estimate() const { return estimate_; }
   std::deque<Range>& pending() { return pending_; }
 
-  bool send(Worker& w, SEXP message, Range range, const std::vector<int>& fds = {}) {
-    if (!w.usable() || !write_message(*w.conn, message, fds)) return worker_lost(w, false);
+  bool send(Worker& w, SEXP message, Range range) {
+    if (!w.usable() || !write_message(*w.conn, message)) return worker_lost(w, false);
     if (w.in_flight.empty()) w.busy_since = monotonic_seconds();
     w.in_flight.push_back(range);
     // (a write that an interrupt cut short went on into memory: the
@@ -311,6 +314,7 @@ class Gather {
   double estimate_ = -1;
   double done_ = 0;  // elements done: finished or failed
   Progress progress_;
+  SharedCopies copies_;
 };
 
 // Until the first chunk comes back, the tasks' duration is unknown: the
@@ -355,10 +359,23 @@ int usable_workers(Pool& pool) {
 
 }  // namespace
 
+Rcpp::List call_request(double call_id, SEXP fun, SEXP args, double share_threshold) {
+  Rcpp::List message(protocol::kRequestFields);
+  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
+  message[protocol::kRequestCall] = call_id;
+  message[protocol::kRequestStart] = 0.0;
+  message[protocol::kRequestData] = args;
+  message[protocol::kRequestJob] = fun;
+  message[protocol::kRequestShare] = share_threshold;
+  return message;
+}
+
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
                   R_xlen_t chunk_size, double timeout, int retry, SEXP attempts,
                   SEXP progress) {
   Gather gather(pool, n, timeout, retry, attempts, progress);
+  double threshold = pool.share_threshold();
+  Rcpp::RObject shared_job = gather.copies().share(job, threshold);
   std::deque<Range>& pending = gather.pending();
   if (n > 0) pending.push_back({0, static_cast<double>(n)});
   int workers = pool.size();
@@ -378,6 +395,7 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
         Range range = take(pending, size);
         R_xlen_t from = static_cast<R_xlen_t>(range.start);
         R_xlen_t len = static_cast<R_xlen_t>(range.length);
+        SharedCopies chunk_copies;  // released once the chunk is sent
         Rcpp::RObject chunk;
         if (is_map) {
           Rcpp::List all(inputs);
@@ -391,8 +409,9 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
         message[protocol::kRequestKind] = static_cast<int>(protocol::kChunk);
         message[protocol::kRequestCall] = gather.call_id();
         message[protocol::kRequestStart] = range.start;
-        message[protocol::kRequestData] = chunk;
-        message[protocol::kRequestJob] = w.job_call == gather.call_id() ? R_NilValue : job;
+        message[protocol::kRequestData] = chunk_copies.share(chunk, threshold);
+        message[protocol::kRequestJob] = w.job_call == gather.call_id() ? R_NilValue : static_cast<SEXP>(shared_job);
+        message[protocol::kRequestShare] = threshold;
         w.job_call = gather.call_id();
         if (gather.send(w, message, range)) sent = true;
       }
@@ -408,21 +427,20 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
   return gather.result();
 }
 
-SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots,
-                    const std::vector<int>& fds) {
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots) {
   Gather gather(pool, static_cast<R_xlen_t>(slots.size()), 0, 0, R_NilValue);
-  Rcpp::List message(protocol::kRequestFields);
-  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
-  message[protocol::kRequestCall] = gather.call_id();
-  message[protocol::kRequestStart] = 0.0;
-  message[protocol::kRequestData] = args;
-  message[protocol::kRequestJob] = fun;
+  Rcpp::List message = call_request(gather.call_id(), fun,
+                                    gather.copies().share(args, pool.share_threshold()),
+                                    pool.share_threshold());
   for (size_t i = 0; i < slots.size() && !gather.stopped(); ++i)
-    gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1}, fds);
+    gather.send(pool.worker(slots[i]), message, {static_cast<double>(i), 1});
   while (!gather.stopped() && gather.awaiting_replies()) gather.receive();
   return gather.result();
 }
 
+// A worker that still owes replies to abandoned calls has `grace` seconds
+// after it was told to drop them, or after it last showed progress (a
+// reply dropped, or bytes of a request taken), before it is stopped.
 void settle(Pool& pool, double grace) {
   for (;;) {
     std::vector<Worker*> owing;
@@ -432,6 +450,7 @@ void settle(Pool& pool, double grace) {
       while (w.stale() > 0 && w.usable()) {
         Connection::Status status = w.conn->discard(false);
         if (status != Connection::Status::Complete) break;
+        w.cancelled_at = now;
       }
       if (w.stale() == 0) continue;
       if (!w.usable() || now > w.cancelled_at + grace) {
@@ -441,7 +460,11 @@ void settle(Pool& pool, double grace) {
       owing.push_back(&w);
     }
     if (owing.empty()) return;
+    std::vector<size_t> unsent;
+    for (Worker* w : owing) unsent.push_back(w->conn->pending_output());
     wait_workers(owing, monotonic_seconds() + 0.02);
+    for (size_t i = 0; i < owing.size(); ++i)
+      if (owing[i]->conn->pending_output() < unsent[i]) owing[i]->cancelled_at = monotonic_seconds();
   }
 }
 

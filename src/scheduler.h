@@ -31,11 +31,13 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
                   R_xlen_t chunk_size, double timeout, int retry, SEXP attempts,
                   SEXP progress);
 
-// Calls `fun` with `args` once on each of the workers in `slots`, passing
-// each the descriptors `fds` (shared segments) with the message; returns
-// the same list as run_elements(), an element per worker.
-SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots,
-                    const std::vector<int>& fds);
+// Calls `fun` with `args` once on each of the workers in `slots`; returns
+// the same list as run_elements(), an element per worker. Large vectors in
+// `args` travel as one shared copy for all.
+SEXP run_on_workers(Pool& pool, SEXP fun, SEXP args, const std::vector<int>& slots);
+
+// The request to call fun(args) once (protocol.h).
+Rcpp::List call_request(double call_id, SEXP fun, SEXP args, double share_threshold);
 
 // Reads and drops the replies still owed for abandoned calls. A worker that
 // still owes some `grace` seconds after it was told to drop its work (stuck

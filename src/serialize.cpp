@@ -2,6 +2,7 @@
 #include <Rcpp.h>
 
 #include "serialize.h"
+#include "shared.h"
 
 namespace bgpool {
 
@@ -54,9 +55,11 @@ class WriteGuard {
 
 }  // namespace
 
-bool write_message(Connection& conn, SEXP x, const std::vector<int>& fds) {
-  if (!conn.begin_write(fds)) return false;
+bool write_message(Connection& conn, SEXP x) {
+  if (!conn.begin_write()) return false;
   WriteGuard guard(conn);
+  std::vector<int> fds;  // of the shared vectors within x
+  SharedWriting sharing(&fds);
   R_outpstream_st stream;
   R_InitOutPStream(&stream, &conn, R_pstream_binary_format, 3, out_char, out_bytes, nullptr,
                    R_NilValue);
@@ -65,15 +68,33 @@ bool write_message(Connection& conn, SEXP x, const std::vector<int>& fds) {
     return R_NilValue;
   });
   guard.done();
-  return conn.end_write();
+  return conn.end_write(fds);
 }
 
-SEXP read_value(const Connection& conn) {
+SEXP read_value(Connection& conn) {
   Reader reader{conn.message().data(), conn.message().size(), 0};
+  SharedReading sharing(&conn);
   R_inpstream_st stream;
   R_InitInPStream(&stream, &reader, R_pstream_binary_format, in_char, in_bytes, nullptr,
                   R_NilValue);
   return Rcpp::unwindProtect([&] { return R_Unserialize(&stream); });
+}
+
+SharedCopies::~SharedCopies() {
+  for (SEXP x : made_) {
+    release_shared(x);
+    R_ReleaseObject(x);
+  }
+}
+
+SEXP SharedCopies::share(SEXP x, double threshold) {
+  std::vector<SEXP> made;
+  SEXP out = share_large(x, threshold, &made);
+  for (SEXP copy : made) {
+    R_PreserveObject(copy);
+    made_.push_back(copy);
+  }
+  return out;
 }
 
 }  // namespace bgpool

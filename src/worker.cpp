@@ -219,13 +219,6 @@ SEXP worker_receive() {
   return request;
 }
 
-// Descriptor `index` (1-based) of those that came with the request, or -1;
-// the caller owns it. Those not taken are closed when the reply is sent.
-// [[Rcpp::export(rng = false)]]
-int worker_take_descriptor(int index) {
-  return master && index >= 1 ? master->take_descriptor(static_cast<size_t>(index - 1)) : -1;
-}
-
 // Whether the call of the request just received had been cancelled.
 // [[Rcpp::export(rng = false)]]
 bool worker_call_cancelled() { return cancelled(running_call); }
@@ -244,9 +237,10 @@ bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) {
   running_call = 0;
   R_interrupts_pending = 0;
   Rcpp::List reply(kReplyFields);
+  bgpool::SharedCopies copies;  // released once the reply is sent
   reply[kReplyCall] = VECTOR_ELT(request, kRequestCall);
   reply[kReplyStart] = VECTOR_ELT(request, kRequestStart);
-  reply[kReplyValues] = values;
+  reply[kReplyValues] = copies.share(values, REAL(VECTOR_ELT(request, kRequestShare))[0]);
   reply[kReplyError] = error;
   reply[kReplyElapsed] = bgpool::monotonic_seconds() - received_at;
   reply[kReplyWarnings] = warnings;

@@ -162,8 +162,10 @@ blocked_send_child <- function(stop_it) {
     init_pool(2)
     pids <- bgpool:::pool_info()$pids
     cl <- pool_cluster()
+    # 30 MB of strings (which never go through shared memory): more than
+    # the socket holds
+    big <- paste0("s", seq_len(2e6))
     parallel:::sendCall(cl[[1]], function() Sys.sleep(3), list())  # node 1 is busy
-    big <- runif(5e6)  # 40 MB: more than the socket holds
     say("SENDING")
     t0 <- Sys.time()
     first <- tryCatch({

@@ -63,9 +63,8 @@ test_that("exporting an unchanged vector again reuses its segment; a changed one
   local_pool(2)
   withr::local_options(bgpool.share_threshold = 1000)
   x <- runif(1e5)
-  segment_fd <- function() bgpool:::segment_fd(bgpool:::.bgpool$segments$x$segment)
+  segment_fd <- function() bgpool:::shared_id(bgpool:::.bgpool$segments$x$shared)
   pool_export("x", envir = environment())
-  first <- bgpool:::.bgpool$segments$x$segment
   first_fd <- segment_fd()
   pool_export("x", envir = environment())
   expect_identical(segment_fd(), first_fd)
@@ -188,4 +187,98 @@ test_that("an export that a recorded call came after is kept for replay, so a re
   # init_pool() starts the set-up afresh, and lets all of it go
   suppressMessages(init_pool(2))
   expect_identical(memfd_count(), before)
+})
+
+# Values of every shareable type, with attributes, large enough to travel
+# as shared memory (threshold 1000 bytes).
+shareable_values <- function(n = 5000) {
+  list(
+    dbl = c(runif(n - 4), NA, NaN, -0, Inf),
+    int = c(sample.int(1000, n - 1, replace = TRUE), NA),
+    lgl = c(rep(c(TRUE, FALSE), length.out = n - 1), NA),
+    raw = as.raw(sample(0:255, n, replace = TRUE)),
+    cpl = complex(real = runif(n), imaginary = runif(n)),
+    mat = matrix(runif(n), 50, dimnames = list(NULL, paste0("c", 1:100))),
+    named = stats::setNames(seq_len(n) + 0.5, paste0("n", seq_len(n))),
+    fac = factor(sample(letters, n, replace = TRUE)),
+    dates = as.Date("2020-01-01") + 0:(n - 1),
+    frame = data.frame(x = seq_len(n) + 0.25, y = sample.int(9, n, replace = TRUE))
+  )
+}
+
+test_that("results of every vector type, with attributes, come back through shared memory, identical", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  values <- shareable_values()
+  pool_export("values", envir = environment())
+  got <- pool_lapply(names(values), function(name) values[[name]])
+  names(got) <- names(values)
+  for (name in names(values)) expect_identical(got[[name]], values[[name]], info = name)
+  # they are mapped, not copied: the atomic ones, and a data frame's columns
+  expect_true(bgpool:::is_shared_vector(got$dbl))
+  expect_true(bgpool:::is_shared_vector(got$frame$x))
+  expect_false(bgpool:::is_shared_vector(unclass(got$fac)[1:2]))  # a subset is ordinary
+  # and through pool_map(), pool_call() and the cluster
+  expect_identical(pool_map(function(v) v, values["dbl"])[[1]], values$dbl)
+  expect_identical(pool_call(function(v) v, values$cpl), list(values$cpl, values$cpl))
+  expect_identical(parallel::clusterCall(pool_cluster(), function(v) v, values$mat)[[2]], values$mat)
+})
+
+test_that("large arguments go to the workers through shared memory, identical, each element mapped once", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  values <- shareable_values()
+  seen <- pool_lapply(values, function(v) list(v, bgpool:::is_shared_vector(if (is.data.frame(v)) v$x else v)))
+  for (name in names(values)) {
+    expect_identical(seen[[name]][[1]], values[[name]], info = name)
+    expect_true(seen[[name]][[2]], info = name)
+  }
+  # a large extra argument is shared too, one copy for all the workers
+  table <- runif(2e5)
+  sums <- pool_sapply(1:4, function(i, table) sum(table) + i, table = table)
+  expect_equal(sums, sum(table) + 1:4)
+})
+
+test_that("results outlive the worker that made them", {
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  pids <- pool_pids()
+  got <- pool_lapply(1:2, function(i) rep(as.double(i), 1e5))
+  expect_true(bgpool:::is_shared_vector(got[[1]]))
+  tools::pskill(pids, tools::SIGKILL)
+  expect_true(wait_pids_gone(pids))
+  gc()
+  expect_identical(got[[1]], rep(1, 1e5))
+  expect_identical(sum(got[[2]]), 2e5)
+  # the pool goes on with new workers
+  expect_identical(pool_sapply(1:2, function(i) i), 1:2)
+})
+
+test_that("no segment, mapping or descriptor leaks over 100 calls with shared results and arguments", {
+  withr::local_options(bgpool.share_threshold = 1000)
+  local_pool(2)
+  invisible(pool_lapply(1:2, function(i) rep(1, 1e4)))
+  gc()
+  fds <- open_fd_count()
+  maps <- function(pid) sum(grepl("memfd:bgpool", readLines(file.path("/proc", pid, "maps"))))
+  for (k in 1:100) {
+    arg <- runif(1e4)
+    res <- pool_lapply(1:4, function(i, arg) arg * i, arg = arg)
+    expect_identical(res[[3]], arg * 3)
+  }
+  rm(res)
+  gc()
+  expect_identical(open_fd_count(), fds)
+  expect_identical(maps(Sys.getpid()), 0L)
+  expect_identical(memfd_count(), 0L)
+  # the workers hold nothing either, once they collect what they dropped
+  # (a call's job, with its extra arguments, stays until the next call's)
+  invisible(pool_lapply(1:4, function(i) i))
+  held <- unlist(parallel::clusterEvalQ(pool_cluster(), {
+    invisible(gc())
+    c(sum(grepl("memfd:bgpool", readLines("/proc/self/maps"))),
+      sum(grepl("memfd:bgpool", vapply(list.files("/proc/self/fd", full.names = TRUE),
+                                       function(f) suppressWarnings(Sys.readlink(f)), ""))))
+  }))
+  expect_identical(held, rep(0L, 4))
 })
