@@ -97,6 +97,10 @@ is_shared_vector <- function(x) {
     .Call(`_bgpool_is_shared_vector`, x)
 }
 
+holds_environments <- function(x) {
+    .Call(`_bgpool_holds_environments`, x)
+}
+
 template_serve <- function() {
     .Call(`_bgpool_template_serve`)
 }

@@ -16,6 +16,11 @@
 #'   call that was interrupted or ended early, before it is stopped and
 #'   replaced (default 1). A task in code that never checks for
 #'   interrupts (a long C routine) needs the worker stopped.
+#' * `bgpool.max_setup_steps`: how many exports, [pool_call()] and
+#'   [pool_evalq()] calls are recorded, since [init_pool()], to set up a
+#'   worker that replaces a dead one (default 10000). Past that, a worker
+#'   that dies cannot be replaced with the same set-up, and the call that
+#'   would need it fails, saying so.
 #' * `bgpool.log_limit`: the size in bytes to which a worker's own log may
 #'   grow (default `1e7`); past it, only the log's last part is kept. `0`
 #'   keeps everything. A file given as `init_pool(outfile = )` is the

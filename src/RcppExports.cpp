@@ -274,6 +274,16 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// holds_environments
+bool holds_environments(SEXP x);
+RcppExport SEXP _bgpool_holds_environments(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(holds_environments(x));
+    return rcpp_result_gen;
+END_RCPP
+}
 // template_serve
 int template_serve();
 RcppExport SEXP _bgpool_template_serve() {
@@ -399,6 +409,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_shared_id", (DL_FUNC) &_bgpool_shared_id, 1},
     {"_bgpool_release_segment", (DL_FUNC) &_bgpool_release_segment, 1},
     {"_bgpool_is_shared_vector", (DL_FUNC) &_bgpool_is_shared_vector, 1},
+    {"_bgpool_holds_environments", (DL_FUNC) &_bgpool_holds_environments, 1},
     {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
     {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},

@@ -148,3 +148,30 @@ test_that("a replacement whose set-up fails is stopped and the call says so; no 
   expect_identical(pool_sapply(1:4, function(i) i), 1:4)
   expect_length(pool_pids(), 2L)
 })
+
+test_that("a recorded call whose arguments hold an environment is replayed as it was made", {
+  local_pool(2)
+  holder <- new.env()
+  holder$v <- "as set up"
+  pool_call(global_fun(function(h) assign("v", h$v, envir = globalenv())), holder)
+  holder$v <- "changed later"
+  victim <- pool_pids()[2]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  expect_identical(pool_evalq(v), list("as set up", "as set up"))
+})
+
+test_that("past bgpool.max_setup_steps, a replacement is refused rather than set up differently", {
+  local_pool(2)
+  withr::local_options(bgpool.max_setup_steps = 3)
+  for (i in 1:5) pool_call(function(i) assign("counter", i, envir = globalenv()), i)
+  victim <- pool_pids()[1]
+  tools::pskill(victim, tools::SIGKILL)
+  expect_true(wait_pids_gone(victim))
+  err <- tryCatch(pool_sapply(1:2, identity), error = function(e) e)
+  expect_s3_class(err, "bgpool_setup_failed")
+  expect_match(conditionMessage(err), "too many to replay", fixed = TRUE)
+  # init_pool() starts the set-up afresh
+  suppressMessages(init_pool(2))
+  expect_identical(pool_sapply(1:2, identity), 1:2)
+})
