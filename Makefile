@@ -1,6 +1,7 @@
 # make demo   install what is missing, then run the seed example and a showcase
 # make test   install what is missing, then run the whole test suite
-# make bench  the benchmarks against parallel (and mirai when installed)
+# make bench  the benchmarks against parallel (and mirai when installed), at 2 and 10
+#             workers, and the curves; ARGS="--quick" for a short run
 # make bench-azure  AzureStor transfers against Azurite: sequential, AzureRMR's pool, bgpool
 # make check  R CMD build, then R CMD check --as-cran on the tarball, in a temporary directory
 # make document  regenerate RcppExports, NAMESPACE and man/ (developers)
@@ -45,7 +46,9 @@ check: deps
 	  rm -rf $$dir
 
 bench: install
-	@Rscript inst/bench/bench.R $(ARGS)
+	@Rscript inst/bench/bench.R --size 2 $(ARGS)
+	@Rscript inst/bench/bench.R --size 10 $(ARGS)
+	@Rscript inst/bench/curves.R $(ARGS)
 	@Rscript .ci/readme-bench.R
 
 bench-azure: install

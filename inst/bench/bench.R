@@ -70,6 +70,7 @@ CFG <- if (!QUICK) list(
   reps_big_peer = 2L,   # W4, PSOCK and mirai (15-90 s each at 10 workers)
   big_peer_budget = 60, # W4 peers: no further repetition after this many seconds
   tiny_n = 10000L,      # W2 tasks
+  tiny_big_n = 100000L, # W2 tasks, the larger size (pool_lapply and parLapply)
   rt_calls = 200L,      # W3 calls per configuration (median)
   big_mb = 400,         # W4 object size (1 MB = 1e6 bytes)
   gather_n = 10L,       # W5 tasks
@@ -80,7 +81,7 @@ CFG <- if (!QUICK) list(
   export_mb = 40        # W7 clusterExport object size
 ) else list(
   reps_start = 2L, reps = 2L, reps_gather = 2L, reps_big = 2L, reps_big_peer = 1L,
-  big_peer_budget = 0, tiny_n = 2000L, rt_calls = 50L, big_mb = 40,
+  big_peer_budget = 0, tiny_n = 2000L, tiny_big_n = 20000L, rt_calls = 50L, big_mb = 40,
   gather_n = 10L, gather_len = 5e5, sleep_n = 100L, sleep_s = 0.01, lb_n = 100L, export_mb = 4
 )
 CFG$big_len <- CFG$big_mb * 1e6 / 8
@@ -190,7 +191,7 @@ start_backend <- function(backend, n) {
     ctx$cl <- if (backend == "psock") makeCluster(n) else mirai::make_cluster(n)
     ctx$pids <- as.integer(unlist(clusterCall(ctx$cl, Sys.getpid)))
   } else if (backend == "mirai") {
-    mirai::daemons(n)
+    mirai::daemons(n, dispatcher = FALSE)
     ctx$mirai <- TRUE
     ctx$pids <- as.integer(unlist(no_error_values(mirai::everywhere(Sys.getpid(), .min = n)[])))
   }
@@ -212,7 +213,7 @@ cleanup_all <- function() {
   if (HAVE_MIRAI) try(mirai::daemons(0), silent = TRUE)
 }
 
-BACKEND_NAME <- c(bgpool = "bgpool", psock = "parallel PSOCK", mirai = "mirai",
+BACKEND_NAME <- c(bgpool = "bgpool", psock = "parallel PSOCK", mirai = "mirai", c_floor = "C program",
                   bgpool_cluster = "bgpool pool_cluster()", mirai_cluster = "mirai make_cluster()")
 
 # ---- results ----------------------------------------------------------------------
@@ -359,9 +360,10 @@ w1 <- function() {
             ctx$pids <- as.integer(unlist(res))
             res
           }, check = check_pids("init_pool"), teardown = start_teardown)
+  start_target <- if (N <= 2L) 1 else 3
   measure(list(workload = W, backend = "psock", call = "makeCluster + clusterCall", key = "W1:psock",
-               ref = "W1", target_kind = "ratio_ge", target_value = 3,
-               target_text = "bgpool <= 1/3 of PSOCK's time"),
+               ref = "W1", target_kind = "ratio_ge", target_value = start_target,
+               target_text = if (start_target == 1) "bgpool never slower (>= 1x)" else "bgpool <= 1/3 of PSOCK's time"),
           CFG$reps_start, setup = function(r) new.env(),
           run = function(ctx) {
             ctx$cl <- makeCluster(N)
@@ -374,7 +376,7 @@ w1 <- function() {
                  ref = "W1"),
             CFG$reps_start, setup = function(r) new.env(),
             run = function(ctx) {
-              mirai::daemons(N)
+              mirai::daemons(N, dispatcher = FALSE)
               ctx$mirai <- TRUE
               res <- no_error_values(mirai::everywhere(Sys.getpid(), .min = N)[])
               ctx$pids <- as.integer(unlist(res))
@@ -385,47 +387,85 @@ w1 <- function() {
 # ---- W2: tiny tasks -----------------------------------------------------------------------
 w2 <- function() {
   W <- "W2 tiny tasks"
-  n <- CFG$tiny_n
-  X <- seq_len(n)
-  expected <- X + 1
-  say("%s: %d calls of function(x) x + 1", W, n)
-  check <- function(what) function(res, ctx, r) {
-    if (!is.list(res) || length(res) != n || !identical(unlist(res, use.names = FALSE), expected))
+  check <- function(what, n) function(res, ctx, r) {
+    if (!is.list(res) || length(res) != n || !identical(unlist(res, use.names = FALSE), seq_len(n) + 1))
       wrong("%s over %d tiny tasks: results differ from (1:n) + 1", what, n)
   }
+  n <- CFG$tiny_n
+  X <- seq_len(n)
+  big_n <- CFG$tiny_big_n
+  big_X <- seq_len(big_n)
+  say("%s: %d and %d calls of function(x) x + 1", W, n, big_n)
   us_target <- list(target_kind = "us_le", target_value = 20, target_text = "<= 20 us/task")
+  never_slower <- list(target_kind = "ratio_ge", target_value = 1, target_text = "bgpool never slower (>= 1x)")
+  lapply_big <- sprintf("pool_lapply, %s tasks", format(big_n, big.mark = ","))
   with_backend("bgpool", N, list(
     list(workload = W, backend = "bgpool", call = "pool_map", key = "W2:map"),
-    list(workload = W, backend = "bgpool", call = "pool_lapply", key = "W2:lapply")), function(ctx) {
+    list(workload = W, backend = "bgpool", call = "pool_lapply", key = "W2:lapply"),
+    list(workload = W, backend = "bgpool", call = lapply_big, key = "W2:lapply_big")), function(ctx) {
     measure(c(list(workload = W, backend = "bgpool", call = "pool_map", key = "W2:map", tasks = n), us_target),
-            CFG$reps, setup = function(r) ctx, run = function(ctx) pool_map(inc, X), check = check("pool_map"))
+            CFG$reps, setup = function(r) ctx, run = function(ctx) pool_map(inc, X), check = check("pool_map", n))
     measure(c(list(workload = W, backend = "bgpool", call = "pool_lapply", key = "W2:lapply", tasks = n), us_target),
-            CFG$reps, setup = function(r) ctx, run = function(ctx) pool_lapply(X, inc), check = check("pool_lapply"))
+            CFG$reps, setup = function(r) ctx, run = function(ctx) pool_lapply(X, inc), check = check("pool_lapply", n))
+    measure(list(workload = W, backend = "bgpool", call = lapply_big, key = "W2:lapply_big", tasks = big_n),
+            CFG$reps, setup = function(r) ctx, run = function(ctx) pool_lapply(big_X, inc),
+            check = check("pool_lapply", big_n))
   })
+  parlapply_big <- sprintf("parLapply, %s tasks", format(big_n, big.mark = ","))
   with_backend("psock", N, list(
     list(workload = W, backend = "psock", call = "clusterMap"),
-    list(workload = W, backend = "psock", call = "parLapply")), function(ctx) {
+    list(workload = W, backend = "psock", call = "parLapply"),
+    list(workload = W, backend = "psock", call = parlapply_big)), function(ctx) {
     measure(list(workload = W, backend = "psock", call = "clusterMap", ref = "W2:map", tasks = n,
                  target_kind = "ratio_ge", target_value = 20, target_text = "pool_map >= 20x faster"),
             CFG$reps, setup = function(r) ctx, run = function(ctx) clusterMap(ctx$cl, inc, X),
-            check = check("clusterMap"))
-    measure(list(workload = W, backend = "psock", call = "parLapply", ref = "W2:lapply", tasks = n),
+            check = check("clusterMap", n))
+    measure(c(list(workload = W, backend = "psock", call = "parLapply", ref = "W2:lapply", tasks = n),
+              never_slower),
             CFG$reps, setup = function(r) ctx, run = function(ctx) parLapply(ctx$cl, X, inc),
-            check = check("parLapply"))
+            check = check("parLapply", n))
+    measure(c(list(workload = W, backend = "psock", call = parlapply_big, ref = "W2:lapply_big",
+                   tasks = big_n), never_slower),
+            CFG$reps, setup = function(r) ctx, run = function(ctx) parLapply(ctx$cl, big_X, inc),
+            check = check("parLapply", big_n))
   })
   if (HAVE_MIRAI) with_backend("mirai", N, list(
     list(workload = W, backend = "mirai", call = "mirai_map()[]")), function(ctx) {
     measure(list(workload = W, backend = "mirai", call = "mirai_map()[]", ref = "W2:map", tasks = n,
                  target_kind = "ratio_ge", target_value = 2, target_text = "pool_map >= 2x faster"),
             CFG$reps, setup = function(r) ctx,
-            run = function(ctx) no_error_values(mirai::mirai_map(X, inc)[]), check = check("mirai_map"))
+            run = function(ctx) no_error_values(mirai::mirai_map(X, inc)[]), check = check("mirai_map", n))
   })
 }
 
 # ---- W3: round trip --------------------------------------------------------------------------
+# The floor: roundtrip.c, a C program passing 64 bytes back and forth over
+# a Unix socket pair, built with R's C compiler and run in this same run.
+c_round_trip <- function() {
+  dir <- tempfile("bgpool-bench-")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE))
+  exe <- file.path(dir, "roundtrip")
+  cc <- strsplit(system2(file.path(R.home("bin"), "R"), c("CMD", "config", "CC"), stdout = TRUE), " ")[[1]]
+  status <- system2(cc[1], c(cc[-1], "-O2", "-o", exe, file.path(bench_dir, "roundtrip.c")))
+  if (status != 0) stop("could not build roundtrip.c with ", paste(cc, collapse = " "))
+  out <- system2(exe, as.character(max(1000L, 10L * CFG$rt_calls)), stdout = TRUE)
+  as.numeric(strsplit(out, " ")[[1]])  # median, minimum (microseconds)
+}
+
 w3 <- function() {
   W <- "W3 round trip"
   say("%s: median of %d calls", W, CFG$rt_calls)
+  tryCatch({
+    floor_us <- c_round_trip()
+    say("  %s: C socketpair ping-pong: median %.1f us, min %.1f us", W, floor_us[1], floor_us[2])
+    add_row(list(workload = W, backend = "C program", call = "64-byte ping-pong, Unix socket pair",
+                 ref = "W3:1", reps = sprintf("%d, median", max(1000L, 10L * CFG$rt_calls)),
+                 seconds = floor_us[1] / 1e6, tasks = 1,
+                 target_kind = "ratio_ge", target_value = 0.5,
+                 target_text = "bgpool's round trip <= 2x this floor"))
+  }, error = function(e) error_row(list(workload = W, backend = "c_floor",
+                                        call = "64-byte ping-pong, Unix socket pair"), e))
   for (n in unique(c(1L, N))) {
     label <- if (n == 1L) "1 worker" else sprintf("%d workers", n)
     key <- sprintf("W3:%d", n)
@@ -527,7 +567,8 @@ w5 <- function() {
             check = check("parLapply"), object_bytes = total))
   if (HAVE_MIRAI)
     with_backend("mirai", N, list(list(workload = W, backend = "mirai", call = "mirai_map()[]")), function(ctx)
-      measure(list(workload = W, backend = "mirai", call = "mirai_map()[]", ref = "W5", tasks = n),
+      measure(list(workload = W, backend = "mirai", call = "mirai_map()[]", ref = "W5", tasks = n,
+                   target_kind = "ratio_ge", target_value = 2, target_text = "bgpool >= 2x faster"),
               CFG$reps_gather, setup = function(r) ctx,
               run = function(ctx) no_error_values(mirai::mirai_map(seq_len(n), gather_task)[]),
               check = check("mirai_map"), object_bytes = total))
@@ -734,8 +775,8 @@ notes <- c(
   sprintf("Times are the minimum over the repetitions in `reps` (W3: the median of single calls, after 10 warm-up calls), in seconds; µs/task = seconds / tasks (W3: per call, all workers answering); `peer / bgpool` = the peer's time / bgpool's time for the same work, so > 1 means bgpool is faster (its bgpool reference is the row above with the same call kind: pool_map for clusterMap and mirai_map, pool_lapply for parLapply; in W7 the pool_cluster() row with the same call)."),
   "Memory comes from /proc/<pid>/status and smaps_rollup of the master and every worker, helper processes included (the master's live children, such as a process that forks the workers): peaks are VmHWM after a reset (\"5\" written to clear_refs) just before each repetition, taken as the largest over the repetitions; they are absolute, so they include each R process's own footprint (W1: what the started workers use). VmHWM counts a page shared by several processes (forked workers share their parent's pages until written) once in each; `workers Pss MB` (at the end of the repetition) divides it among them.",
   "W1: from nothing to every worker answering once (init_pool + pool_call; makeCluster + clusterCall; mirai daemons + everywhere(.min = N)[]); each repetition starts from no pool and waits for the workers to be gone afterwards.",
-  sprintf("W2: %s calls of function(x) x + 1 on a running pool. parLapply splits the input in one chunk per worker up front; clusterMap sends one task per call.", format(CFG$tiny_n, big.mark = ",")),
-  "W3: pool_call(function(x) x + 1, 1) on a pool of 1 worker and of N workers, against clusterCall and mirai (mirai()[] on 1 daemon, everywhere()[] on N).",
+  sprintf("W2: %s calls of function(x) x + 1 on a running pool (and %s for pool_lapply against parLapply). parLapply splits the input in one chunk per worker up front; clusterMap sends one task per call.", format(CFG$tiny_n, big.mark = ","), format(CFG$tiny_big_n, big.mark = ",")),
+  "W3: pool_call(function(x) x + 1, 1) on a pool of 1 worker and of N workers, against clusterCall and mirai (mirai()[] on 1 daemon, everywhere()[] on N); the C program row is the floor of a round trip here (inst/bench/roundtrip.c: 64 bytes back and forth between two processes over a Unix socket pair, the median of many), built and run in this same run.",
   sprintf("W4: a fresh pool (or cluster, or daemons) and a fresh %g MB vector with a value of its own for each repetition; timed: the export and then sum(big) on every worker, checked against the master's sum. Extra memory = sum over master and workers of (after - before), with the master's object already in `before`. The memory target is judged on Pss (VmRSS counts a page shared by k processes k times; Pss counts 1/k in each, so the sum of Pss is the real extra memory); VmRSS is shown too. PSOCK and mirai take %d repetition(s)%s because each takes tens of seconds at 10 workers.",
           CFG$big_mb, CFG$reps_big_peer, if (is.finite(CFG$big_peer_budget) && CFG$big_peer_budget > 0) sprintf(" (no further one after %g s)", CFG$big_peer_budget) else ""),
   sprintf("W5: %d tasks each returning rep(i, %g) as doubles (%g MB each, %g MB in all), every value checked. The bgpool target is the master's peak RSS growth / total result size: 1.0 means one copy of each result (10%% allowed for buffers).", CFG$gather_n, CFG$gather_len, 8 * CFG$gather_len / 1e6, CFG$gather_n * 8 * CFG$gather_len / 1e6),
@@ -786,9 +827,9 @@ md <- c(
   sprintf("| R | %s |", R.version$version.string),
   sprintf("| bgpool | %s%s |", bg_version, git_line()),
   sprintf("| peers | parallel %s (PSOCK, as AzureRMR uses it); %s |", utils::packageVersion("parallel"),
-          if (HAVE_MIRAI) sprintf("mirai %s (nanonext %s), dispatcher on", mirai_version, utils::packageVersion("nanonext")) else "mirai not used"),
-  sprintf("| sizes | %d workers; W2 %s tasks; W3 %d calls; W4 %g MB; W5 %d x %g MB; W6 %d x %g s; W7 %s, %d tasks, %d calls, %g MB |",
-          N, format(CFG$tiny_n, big.mark = ","), CFG$rt_calls, CFG$big_mb, CFG$gather_n, 8 * CFG$gather_len / 1e6,
+          if (HAVE_MIRAI) sprintf("mirai %s (nanonext %s), without its dispatcher (its fastest)", mirai_version, utils::packageVersion("nanonext")) else "mirai not used"),
+  sprintf("| sizes | %d workers; W2 %s and %s tasks; W3 %d calls; W4 %g MB; W5 %d x %g MB; W6 %d x %g s; W7 %s, %d tasks, %d calls, %g MB |",
+          N, format(CFG$tiny_n, big.mark = ","), format(CFG$tiny_big_n, big.mark = ","), CFG$rt_calls, CFG$big_mb, CFG$gather_n, 8 * CFG$gather_len / 1e6,
           CFG$sleep_n, CFG$sleep_s, format(CFG$tiny_n, big.mark = ","), CFG$lb_n, CFG$rt_calls, CFG$export_mb),
   sprintf("| repetitions | W1 %d; W2, W6, W7 %d; W4 bgpool %d, peers %d; W5 %d |", CFG$reps_start, CFG$reps,
           CFG$reps_big, CFG$reps_big_peer, CFG$reps_gather),
@@ -806,5 +847,14 @@ md <- c(
 )
 dir.create(dirname(out_file), showWarnings = FALSE, recursive = TRUE)
 writeLines(md, out_file, useBytes = FALSE)
+# the rows as data, for the README's headline table (.ci/readme-bench.R)
+csv <- do.call(rbind, lapply(seq_along(ROWS), function(i) {
+  r <- ROWS[[i]]
+  data.frame(workload = r$workload, backend = r$backend, call = r$call, key = r$key,
+             ref = if (is.na(r$ref)) "" else r$ref, seconds = r$seconds,
+             ratio = if (is.na(r$ref)) NA_real_ else r$seconds / seconds_of(r$ref),
+             target = r$target_text, met = table_rows[[i]][["met"]])
+}))
+utils::write.csv(csv, sub("\\.md$", ".csv", out_file), row.names = FALSE)
 cat(sprintf("\nWrote %s (%.1f minutes)\n", out_file, run_minutes))
 if (length(ERRORS)) quit(status = 1)

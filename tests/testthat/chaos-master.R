@@ -136,9 +136,16 @@ check_error <- function(e, t, expected) {
   erring <- which(t$plan == "error")
   if (length(setdiff(e$failed, erring)))
     problems <- c(problems, sprintf("elements failed that raised no error: %s", toString(setdiff(e$failed, erring))))
-  losing <- t$plan %in% c("kill", "segfault", "quit", "slow")
-  if (length(e$unfinished) && !any(losing) && is.na(t$interrupt))
+  # every element left unfinished was lost with a worker (or the call
+  # stopped at a loss), and every loss had a cause the trial made: a
+  # worker killed, or a time limit (which a slow machine may also reach)
+  if (length(e$unfinished) && !length(e$losses))
     problems <- c(problems, "elements unfinished with no worker lost")
+  for (lost in e$losses) {
+    caused <- if (isTRUE(lost$timed_out)) is.finite(t$timeout)
+              else any(t$plan %in% c("kill", "segfault", "quit"))
+    if (!caused) problems <- c(problems, sprintf("a worker lost with no cause: %s", lost$how))
+  }
   problems
 }
 
