@@ -17,8 +17,8 @@ pool_state <- function(xp) {
     .Call(`_bgpool_pool_state`, xp)
 }
 
-pool_prepare <- function(xp, grace, log_limit, share_threshold) {
-    .Call(`_bgpool_pool_prepare`, xp, grace, log_limit, share_threshold)
+pool_prepare <- function(xp, drain_cluster, grace, log_limit, share_threshold) {
+    .Call(`_bgpool_pool_prepare`, xp, drain_cluster, grace, log_limit, share_threshold)
 }
 
 pool_replace <- function(xp, slots) {
@@ -51,10 +51,6 @@ pool_node_receive_any <- function(xp, slots) {
 
 pool_node_busy <- function(xp) {
     .Call(`_bgpool_pool_node_busy`, xp)
-}
-
-pool_node_collect <- function(xp) {
-    invisible(.Call(`_bgpool_pool_node_collect`, xp))
 }
 
 pool_node_connection <- function(xp, slot) {
@@ -109,14 +105,6 @@ worker_connect <- function(slot) {
     invisible(.Call(`_bgpool_worker_connect`, slot))
 }
 
-worker_receive <- function() {
-    .Call(`_bgpool_worker_receive`)
-}
-
-worker_call_cancelled <- function() {
-    .Call(`_bgpool_worker_call_cancelled`)
-}
-
 worker_cancel_requested <- function() {
     .Call(`_bgpool_worker_cancel_requested`)
 }
@@ -139,5 +127,17 @@ worker_chunk_values <- function() {
 
 worker_call <- function(fun, args) {
     .Call(`_bgpool_worker_call`, fun, args)
+}
+
+worker_collect_later <- function() {
+    invisible(.Call(`_bgpool_worker_collect_later`))
+}
+
+worker_collect_if_asked <- function(state) {
+    invisible(.Call(`_bgpool_worker_collect_if_asked`, state))
+}
+
+worker_serve <- function(state) {
+    .Call(`_bgpool_worker_serve`, state)
 }
 

@@ -305,8 +305,7 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
-  if (drain_cluster && pool_node_busy(handle)) pool_node_collect(handle)
-  replaced <- pool_prepare(handle, getOption("bgpool.cancel_grace", 1),
+  replaced <- pool_prepare(handle, drain_cluster, getOption("bgpool.cancel_grace", 1),
                            getOption("bgpool.log_limit", 1e7),
                            getOption("bgpool.share_threshold", 1e6))
   if (length(replaced)) {

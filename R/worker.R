@@ -21,21 +21,17 @@ template_main <- function() {
   invisible(NULL)
 }
 
-# What a worker keeps between requests: `collect`, whether to collect
-# garbage once the reply is sent (shared vectors no longer held, whose
-# memory should go at once).
-worker_state <- new.env(parent = emptyenv())
-
 # Error, warning and interrupt handlers are set up once around a loop over
-# many requests, not once per request: they cost more than a small task.
-# After a task's error the loop is entered afresh.
+# many requests (worker_serve(), src/worker.cpp), not once per request:
+# they cost more than a small task. After a task's error the loop is
+# entered afresh.
 worker_main <- function() {
   state <- new.env(parent = emptyenv())
   state$job <- NULL
   repeat {
     finished <- withRestarts(
       tryCatch(
-        withCallingHandlers(serve(state),
+        withCallingHandlers(worker_serve(state),
                             warning = function(w) keep_warning(state, w),
                             interrupt = function(i) if (worker_cancel_requested()) invokeRestart("bgpool_cancel")),
         error = function(e) reply_failure(state, e)),
@@ -43,43 +39,6 @@ worker_main <- function() {
     if (finished) break
   }
   invisible(NULL)
-}
-
-# Serves requests until the master goes away (TRUE). `state` holds the
-# request being served, the warnings of its tasks and the call's job.
-serve <- function(state) {
-  repeat {
-    state$request <- NULL
-    state$warnings <- NULL
-    request <- worker_receive()
-    if (is.null(request)) return(TRUE)
-    state$request <- request
-    if (worker_call_cancelled()) {
-      values <- NULL
-      error <- signal(1L, cancelled())
-    } else if (request[[REQUEST_KIND]] == KIND_CHUNK) {
-      if (!is.null(request[[REQUEST_JOB]]))
-        state$job <- prepare_job(request[[REQUEST_JOB]], request[[REQUEST_CALL]])
-      values <- run_chunk(state$job, request)
-      error <- NULL
-    } else {
-      values <- list(worker_call(request[[REQUEST_JOB]], request[[REQUEST_DATA]]))
-      error <- NULL
-    }
-    sent <- worker_send(request, values, error, state$warnings)
-    request <- values <- NULL
-    collect_if_asked(state)
-    if (!sent) return(TRUE)
-  }
-}
-
-# Once a reply is sent, and only when asked: R's collection costs more than
-# a small request.
-collect_if_asked <- function(state) {
-  if (!isTRUE(worker_state$collect)) return()
-  worker_state$collect <- FALSE
-  state$request <- NULL
-  gc(verbose = FALSE)
 }
 
 # The job of a call, for worker_run_elements(). A function given by name is
@@ -126,7 +85,7 @@ reply_failure <- function(state, condition) {
   if (is.null(state$request)) return(TRUE)
   sent <- worker_send(state$request, worker_chunk_values(),
                       signal(worker_position(), sendable(condition)), state$warnings)
-  collect_if_asked(state)
+  worker_collect_if_asked(state)
   !sent
 }
 
@@ -152,7 +111,7 @@ sendable <- function(condition) {
 worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
-  worker_state$collect <- TRUE  # shared vectors among them unmap
+  worker_collect_later()  # shared vectors among them unmap
   worker_lib_paths(lib_paths)
 }
 
@@ -175,7 +134,7 @@ worker_assign <- function(entries) {
     is_shared_vector(get0(name, envir = .GlobalEnv, inherits = FALSE)), NA))
   assigned <- FALSE
   # a failed assignment (a locked binding) leaves no shared vector mapped
-  on.exit(if (!assigned || replaced_shared) worker_state$collect <- TRUE)
+  on.exit(if (!assigned || replaced_shared) worker_collect_later())
   list2env(values, envir = .GlobalEnv)
   assigned <- TRUE
   invisible(NULL)

@@ -56,15 +56,16 @@ BEGIN_RCPP
 END_RCPP
 }
 // pool_prepare
-std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit, double share_threshold);
-RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP graceSEXP, SEXP log_limitSEXP, SEXP share_thresholdSEXP) {
+std::vector<int> pool_prepare(SEXP xp, bool drain_cluster, double grace, double log_limit, double share_threshold);
+RcppExport SEXP _bgpool_pool_prepare(SEXP xpSEXP, SEXP drain_clusterSEXP, SEXP graceSEXP, SEXP log_limitSEXP, SEXP share_thresholdSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
+    Rcpp::traits::input_parameter< bool >::type drain_cluster(drain_clusterSEXP);
     Rcpp::traits::input_parameter< double >::type grace(graceSEXP);
     Rcpp::traits::input_parameter< double >::type log_limit(log_limitSEXP);
     Rcpp::traits::input_parameter< double >::type share_threshold(share_thresholdSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, grace, log_limit, share_threshold));
+    rcpp_result_gen = Rcpp::wrap(pool_prepare(xp, drain_cluster, grace, log_limit, share_threshold));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -163,15 +164,6 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
     rcpp_result_gen = Rcpp::wrap(pool_node_busy(xp));
     return rcpp_result_gen;
-END_RCPP
-}
-// pool_node_collect
-void pool_node_collect(SEXP xp);
-RcppExport SEXP _bgpool_pool_node_collect(SEXP xpSEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type xp(xpSEXP);
-    pool_node_collect(xp);
-    return R_NilValue;
 END_RCPP
 }
 // pool_node_connection
@@ -302,24 +294,6 @@ BEGIN_RCPP
     return R_NilValue;
 END_RCPP
 }
-// worker_receive
-SEXP worker_receive();
-RcppExport SEXP _bgpool_worker_receive() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_receive());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_call_cancelled
-bool worker_call_cancelled();
-RcppExport SEXP _bgpool_worker_call_cancelled() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_call_cancelled());
-    return rcpp_result_gen;
-END_RCPP
-}
 // worker_cancel_requested
 bool worker_cancel_requested();
 RcppExport SEXP _bgpool_worker_cancel_requested() {
@@ -383,13 +357,40 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// worker_collect_later
+void worker_collect_later();
+RcppExport SEXP _bgpool_worker_collect_later() {
+BEGIN_RCPP
+    worker_collect_later();
+    return R_NilValue;
+END_RCPP
+}
+// worker_collect_if_asked
+void worker_collect_if_asked(SEXP state);
+RcppExport SEXP _bgpool_worker_collect_if_asked(SEXP stateSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< SEXP >::type state(stateSEXP);
+    worker_collect_if_asked(state);
+    return R_NilValue;
+END_RCPP
+}
+// worker_serve
+bool worker_serve(SEXP state);
+RcppExport SEXP _bgpool_worker_serve(SEXP stateSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type state(stateSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_serve(state));
+    return rcpp_result_gen;
+END_RCPP
+}
 
 static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 7},
     {"_bgpool_pool_stop", (DL_FUNC) &_bgpool_pool_stop, 1},
     {"_bgpool_pool_owned", (DL_FUNC) &_bgpool_pool_owned, 1},
     {"_bgpool_pool_state", (DL_FUNC) &_bgpool_pool_state, 1},
-    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 4},
+    {"_bgpool_pool_prepare", (DL_FUNC) &_bgpool_pool_prepare, 5},
     {"_bgpool_pool_replace", (DL_FUNC) &_bgpool_pool_replace, 2},
     {"_bgpool_pool_kill_workers", (DL_FUNC) &_bgpool_pool_kill_workers, 2},
     {"_bgpool_pool_run_elements", (DL_FUNC) &_bgpool_pool_run_elements, 10},
@@ -398,7 +399,6 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_node_receive", (DL_FUNC) &_bgpool_pool_node_receive, 2},
     {"_bgpool_pool_node_receive_any", (DL_FUNC) &_bgpool_pool_node_receive_any, 2},
     {"_bgpool_pool_node_busy", (DL_FUNC) &_bgpool_pool_node_busy, 1},
-    {"_bgpool_pool_node_collect", (DL_FUNC) &_bgpool_pool_node_collect, 1},
     {"_bgpool_pool_node_connection", (DL_FUNC) &_bgpool_pool_node_connection, 2},
     {"_bgpool_pool_dir_abandoned", (DL_FUNC) &_bgpool_pool_dir_abandoned, 1},
     {"_bgpool_protocol_constants", (DL_FUNC) &_bgpool_protocol_constants, 0},
@@ -412,14 +412,15 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_holds_environments", (DL_FUNC) &_bgpool_holds_environments, 1},
     {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
     {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
-    {"_bgpool_worker_receive", (DL_FUNC) &_bgpool_worker_receive, 0},
-    {"_bgpool_worker_call_cancelled", (DL_FUNC) &_bgpool_worker_call_cancelled, 0},
     {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
     {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
     {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 3},
     {"_bgpool_worker_position", (DL_FUNC) &_bgpool_worker_position, 0},
     {"_bgpool_worker_chunk_values", (DL_FUNC) &_bgpool_worker_chunk_values, 0},
     {"_bgpool_worker_call", (DL_FUNC) &_bgpool_worker_call, 2},
+    {"_bgpool_worker_collect_later", (DL_FUNC) &_bgpool_worker_collect_later, 0},
+    {"_bgpool_worker_collect_if_asked", (DL_FUNC) &_bgpool_worker_collect_if_asked, 1},
+    {"_bgpool_worker_serve", (DL_FUNC) &_bgpool_worker_serve, 1},
     {NULL, NULL, 0}
 };
 

@@ -88,11 +88,16 @@ Rcpp::List pool_state(SEXP xp) {
 // broke, for pool_replace(). `log_limit`: the bytes a worker's own log may
 // grow to (0: no limit); `share_threshold`: the bytes from which vectors in
 // messages go as shared memory.
+// Replies owed to calls sent through the pool's cluster are read first
+// (unless `drain_cluster` is false: the cluster itself sends another), so
+// that the workers are free for this call.
 // [[Rcpp::export(rng = false)]]
-std::vector<int> pool_prepare(SEXP xp, double grace, double log_limit, double share_threshold) {
+std::vector<int> pool_prepare(SEXP xp, bool drain_cluster, double grace, double log_limit,
+                              double share_threshold) {
   Pool& pool = get_pool(xp);
   pool.set_log_limit(log_limit);
   pool.set_share_threshold(share_threshold);
+  if (drain_cluster && bgpool::node_busy(pool)) bgpool::node_collect(pool);
   bgpool::node_settle(pool);
   bgpool::settle(pool, grace);
   pool.trim_logs();
@@ -151,9 +156,6 @@ SEXP pool_node_receive_any(SEXP xp, std::vector<int> slots) {
 
 // [[Rcpp::export(rng = false)]]
 bool pool_node_busy(SEXP xp) { return bgpool::node_busy(get_pool(xp)); }
-
-// [[Rcpp::export(rng = false)]]
-void pool_node_collect(SEXP xp) { bgpool::node_collect(get_pool(xp)); }
 
 // [[Rcpp::export(rng = false)]]
 SEXP pool_node_connection(SEXP xp, int slot) {

@@ -132,8 +132,9 @@ void Pool::fork_workers(const std::vector<Worker*>& waiting) {
     kill_worker(*w);
     reset(*w);
     w->log_path = output_path(*w);
+    w->fork_request = ++fork_requests_;
     ForkRequest request{static_cast<uint32_t>(w->slot),
-                        static_cast<uint32_t>(w->log_path.size())};
+                        static_cast<uint32_t>(w->log_path.size()), w->fork_request};
     if (!template_.conn->write_raw(&request, sizeof request) ||
         !template_.conn->write_raw(w->log_path.data(), w->log_path.size()))
       throw std::runtime_error("lost the connection to the process that starts workers: " +
@@ -150,12 +151,25 @@ void Pool::start(int size) {
     }
     std::vector<Worker*> waiting;
     for (auto& w : workers_) waiting.push_back(w.get());
+    start_workers(waiting);
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+// Forks and greets the workers in `waiting`. If that fails or is
+// interrupted, those that started without greeting are stopped: a later
+// start begins afresh.
+void Pool::start_workers(const std::vector<Worker*>& waiting) {
+  try {
     Listening listening(*this);
     Adopting adopting;
     fork_workers(waiting);
     connect_all(waiting);
   } catch (...) {
-    stop();
+    for (Worker* w : waiting)
+      if (!w->conn) kill_worker(*w);
     throw;
   }
 }
@@ -208,8 +222,10 @@ void Pool::take_fork_reports(const std::vector<Worker*>& waiting) {
       if (poll(&p, 1, 0) <= 0) return;
     }
     if (!template_.conn->read_raw(&report, sizeof report, 5)) return;  // checked by check_started
+    bool awaited = false;
     for (Worker* w : waiting) {
-      if (static_cast<uint32_t>(w->slot) != report.slot) continue;
+      if (w->fork_request != report.request) continue;
+      awaited = true;
       if (report.pid > 0) {
         w->pid = report.pid;
         break;
@@ -220,6 +236,8 @@ void Pool::take_fork_reports(const std::vector<Worker*>& waiting) {
       throw std::runtime_error("could not start worker " + std::to_string(w->slot + 1) + ": " +
                                what + ": " + strerror(report.error));
     }
+    // a worker started for a start given up: it is nobody's
+    if (!awaited && report.pid > 0) os::send_signal(report.pid, SIGKILL);
   }
 }
 
@@ -339,11 +357,7 @@ void Pool::cancel(Worker& w, double call_id) {
 void Pool::replace(const std::vector<int>& slots) {
   std::vector<Worker*> waiting;
   for (int slot : slots) waiting.push_back(workers_.at(slot).get());
-  if (waiting.empty()) return;
-  Listening listening(*this);
-  Adopting adopting;
-  fork_workers(waiting);
-  connect_all(waiting);
+  if (!waiting.empty()) start_workers(waiting);
 }
 
 // In a process forked from the owner: closes this copy's descriptors,

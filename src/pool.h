@@ -52,6 +52,8 @@ struct Worker {
   std::unique_ptr<Connection> conn;
   std::string log_path;
   os::ExitInfo exit;
+  // The fork request that is to start this worker (see ForkRequest).
+  uint64_t fork_request = 0;
   // Requests of the call under way whose replies are awaited, oldest first.
   std::deque<Range> in_flight;
   // Calls sent through parallel's node interface whose replies are
@@ -141,6 +143,7 @@ class Pool {
   std::string output_path(const Worker& w) const;
   void fork_workers(const std::vector<Worker*>& waiting);
   void connect_all(const std::vector<Worker*>& waiting);
+  void start_workers(const std::vector<Worker*>& waiting);
   void accept_all(std::vector<Greeting>& greetings);
   bool greet(Greeting& g, std::vector<Worker*>& waiting);
   void take_fork_reports(const std::vector<Worker*>& waiting);
@@ -158,6 +161,7 @@ class Pool {
   std::vector<std::unique_ptr<Worker>> workers_;
   Worker template_;
   double call_id_ = 0;
+  uint64_t fork_requests_ = 0;
   double log_limit_ = 0;
   double share_threshold_ = 1e6;
   double logs_checked_ = 0;
@@ -184,14 +188,18 @@ constexpr uint32_t kTemplateSlot = 0xFFFFFFFF;
 
 // What the master asks of the template: fork a worker for `slot` that
 // writes its output to the file whose path (path_length bytes) follows,
-// or to the master's own output when the path is empty.
+// or to the master's own output when the path is empty. `request` numbers
+// the requests, so that a report on one the master gave up (an interrupt
+// came while it waited) is never taken for a later one's.
 struct ForkRequest {
   uint32_t slot;
   uint32_t path_length;
+  uint64_t request;
 };
 
 // What the template answers: the new worker's pid, or -1 and why not.
 struct ForkReport {
+  uint64_t request;
   uint32_t slot;
   int32_t pid;
   int32_t error;  // errno of what failed

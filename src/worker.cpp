@@ -74,7 +74,7 @@ void greet_master(uint32_t slot) {
 // Forks the worker the master asked for. Returns in the new worker only
 // (with its slot); the template answers with its pid or why it failed.
 bool fork_worker(const bgpool::ForkRequest& request, const std::string& output_path) {
-  bgpool::ForkReport report{request.slot, -1, 0, bgpool::kForkOk};
+  bgpool::ForkReport report{request.request, request.slot, -1, 0, bgpool::kForkOk};
   int output = -1;
   if (!output_path.empty()) {
     output = bgpool::os::open_output(output_path);
@@ -209,7 +209,6 @@ void worker_connect(int slot) {
 // The next request from the master (see protocol.h), or NULL when the
 // master has gone. From here until its reply is sent, the request's call
 // can be cancelled.
-// [[Rcpp::export(rng = false)]]
 SEXP worker_receive() {
   if (!master || master->read() != bgpool::Connection::Status::Complete) return R_NilValue;
   SEXP request = PROTECT(bgpool::read_value(*master));
@@ -218,10 +217,6 @@ SEXP worker_receive() {
   UNPROTECT(1);
   return request;
 }
-
-// Whether the call of the request just received had been cancelled.
-// [[Rcpp::export(rng = false)]]
-bool worker_call_cancelled() { return cancelled(running_call); }
 
 // Whether the master has cancelled the call running now: an interrupt
 // condition is then ours, not one the task signalled.
@@ -345,15 +340,99 @@ SEXP worker_chunk_values() {
   return Rf_xlengthgets(chunk.values, chunk.position - 1);
 }
 
-// do.call(fun, args, quote = TRUE) from a frame whose enclosure is the base
-// namespace: a call request, as clusterCall() makes it.
+// do.call(fun, args, quote = TRUE), as clusterCall() makes it, without
+// do.call()'s own frame: fun(base::quote(a1), name = base::quote(a2), ...)
+// evaluated in a frame whose enclosure is the base namespace. A function
+// given by name is found from there.
 // [[Rcpp::export(rng = false)]]
 SEXP worker_call(SEXP fun, SEXP args) {
   SEXP frame = PROTECT(R_NewEnv(R_BaseNamespace, FALSE, 0));
-  static SEXP do_call = Rf_install("do.call");
-  SEXP call = PROTECT(Rf_lang4(do_call, fun, args, Rf_ScalarLogical(TRUE)));
-  SET_TAG(CDDDR(call), Rf_install("quote"));
+  SEXP what = TYPEOF(fun) == STRSXP ? Rf_installChar(STRING_ELT(fun, 0)) : fun;
+  SEXP call = PROTECT(Rf_lcons(what, argument_list(args)));
   SEXP value = Rcpp::unwindProtect([&] { return Rf_eval(call, frame); });
   UNPROTECT(2);
   return value;
+}
+
+namespace {
+
+bool collect_asked = false;
+
+// Calls bgpool's R function `name` with `args` (under unwind protection).
+SEXP call_r(const char* name, std::initializer_list<SEXP> args) {
+  static SEXP ns = [] {
+    SEXP env = R_FindNamespace(Rf_mkString("bgpool"));
+    R_PreserveObject(env);
+    return env;
+  }();
+  SEXP call = PROTECT(Rf_lcons(Rf_install(name), R_NilValue));
+  SEXP tail = call;
+  for (SEXP arg : args) {
+    SETCDR(tail, Rf_cons(arg, R_NilValue));
+    tail = CDR(tail);
+  }
+  SEXP value = Rcpp::unwindProtect([&] { return Rf_eval(call, ns); });
+  UNPROTECT(1);
+  return value;
+}
+
+}  // namespace
+
+// Asks for R's collection once the reply is sent (shared vectors let go
+// of, whose memory should go at once); it costs more than a small request.
+// [[Rcpp::export(rng = false)]]
+void worker_collect_later() { collect_asked = true; }
+
+// Collects, if asked, once nothing refers to the request any more.
+// [[Rcpp::export(rng = false)]]
+void worker_collect_if_asked(SEXP state) {
+  if (!collect_asked) return;
+  collect_asked = false;
+  Rf_defineVar(Rf_install("request"), R_NilValue, state);
+  call_r("gc", {Rf_ScalarLogical(FALSE)});
+}
+
+// Serves requests until the master goes away (then returns TRUE). R code
+// runs only for what needs it (a call's job, a chunk's elements, the
+// tasks): an R loop per request would cost more than a small task. `state`
+// (an environment) holds the request being served, its tasks' warnings
+// (kept by keep_warning()) and the call's job, for the handlers in
+// R/worker.R when a task fails.
+// [[Rcpp::export(rng = false)]]
+bool worker_serve(SEXP state) {
+  using namespace bgpool::protocol;
+  static SEXP request_sym = Rf_install("request"), warnings_sym = Rf_install("warnings"),
+              job_sym = Rf_install("job");
+  for (;;) {
+    Rf_defineVar(request_sym, R_NilValue, state);
+    Rf_defineVar(warnings_sym, R_NilValue, state);
+    SEXP request = PROTECT(worker_receive());
+    if (request == R_NilValue) {
+      UNPROTECT(1);
+      return true;
+    }
+    Rf_defineVar(request_sym, request, state);
+    SEXP values = R_NilValue, error = R_NilValue;
+    if (cancelled(running_call)) {
+      SEXP condition = PROTECT(call_r("cancelled", {}));
+      error = call_r("signal", {Rf_ScalarInteger(1), condition});
+      UNPROTECT(1);
+    } else if (INTEGER(VECTOR_ELT(request, kRequestKind))[0] == kChunk) {
+      SEXP job = VECTOR_ELT(request, kRequestJob);
+      if (job != R_NilValue)
+        Rf_defineVar(job_sym, call_r("prepare_job", {job, VECTOR_ELT(request, kRequestCall)}), state);
+      values = call_r("run_chunk", {Rf_findVarInFrame(state, job_sym), request});
+    } else {
+      SEXP value = PROTECT(worker_call(VECTOR_ELT(request, kRequestJob), VECTOR_ELT(request, kRequestData)));
+      values = Rf_allocVector(VECSXP, 1);
+      SET_VECTOR_ELT(values, 0, value);
+      UNPROTECT(1);
+    }
+    PROTECT(values);
+    PROTECT(error);
+    bool sent = worker_send(request, values, error, Rf_findVarInFrame(state, warnings_sym));
+    UNPROTECT(3);
+    worker_collect_if_asked(state);
+    if (!sent) return true;
+  }
 }

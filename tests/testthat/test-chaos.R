@@ -48,5 +48,5 @@ test_that("random faults in combination never give a wrong answer, and leave not
   message(sprintf("chaos: %d trials in %.0f s: %s", nrow(results), sum(results$seconds),
                   paste(names(outcomes), outcomes, sep = " ", collapse = ", ")))
   # the trials did make faults happen, and the calls did both succeed and fail
-  expect_true(all(c("value", "error") %in% names(outcomes)))
+  if (length(plan$trials) >= 50) expect_true(all(c("value", "error") %in% names(outcomes)))
 })
