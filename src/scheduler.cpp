@@ -82,6 +82,8 @@ SEXP slice(SEXP x, R_xlen_t from, R_xlen_t len) {
   return out;
 }
 
+SEXP as_list(const std::vector<Rcpp::RObject>& items);
+
 // Tells an R function (or nobody, for NULL) how many elements are done, at
 // most every kProgressSeconds unless the report is final: a progress bar
 // must not cost tiny tasks a call into R per chunk.
@@ -190,15 +192,29 @@ class Gather {
 
   void final_progress() { progress_.report(done_, true); }
 
+  // (with R's API: this runs for every call, however small)
   SEXP result() {
-    Rcpp::List errors(errors_.begin(), errors_.end());
-    Rcpp::List warnings(warnings_.begin(), warnings_.end());
-    Rcpp::List losses(losses_.begin(), losses_.end());
-    return Rcpp::List::create(
-        Rcpp::Named("values") = values_, Rcpp::Named("finished") = finished_,
-        Rcpp::Named("failed") = Rcpp::IntegerVector(failed_.begin(), failed_.end()),
-        Rcpp::Named("errors") = errors, Rcpp::Named("warnings") = warnings,
-        Rcpp::Named("losses") = losses, Rcpp::Named("attempts") = attempts_);
+    static SEXP names = [] {
+      const char* fields[] = {"values", "finished", "failed", "errors", "warnings", "losses",
+                              "attempts"};
+      SEXP out = Rf_allocVector(STRSXP, 7);
+      R_PreserveObject(out);
+      for (int i = 0; i < 7; ++i) SET_STRING_ELT(out, i, Rf_mkChar(fields[i]));
+      return out;
+    }();
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 7));
+    Rf_setAttrib(out, R_NamesSymbol, names);
+    SET_VECTOR_ELT(out, 0, values_);
+    SET_VECTOR_ELT(out, 1, finished_);
+    SEXP failed = Rf_allocVector(INTSXP, static_cast<R_xlen_t>(failed_.size()));
+    SET_VECTOR_ELT(out, 2, failed);
+    std::copy(failed_.begin(), failed_.end(), INTEGER(failed));
+    SET_VECTOR_ELT(out, 3, as_list(errors_));
+    SET_VECTOR_ELT(out, 4, as_list(warnings_));
+    SET_VECTOR_ELT(out, 5, as_list(losses_));
+    SET_VECTOR_ELT(out, 6, attempts_);
+    UNPROTECT(1);
+    return out;
   }
 
  private:
@@ -351,6 +367,13 @@ double total(const std::deque<Range>& pending) {
   return sum;
 }
 
+SEXP as_list(const std::vector<Rcpp::RObject>& items) {
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, static_cast<R_xlen_t>(items.size())));
+  for (size_t i = 0; i < items.size(); ++i) SET_VECTOR_ELT(out, static_cast<R_xlen_t>(i), items[i]);
+  UNPROTECT(1);
+  return out;
+}
+
 int usable_workers(Pool& pool) {
   int count = 0;
   for (int i = 0; i < pool.size(); ++i) count += pool.worker(i).usable();
@@ -360,14 +383,15 @@ int usable_workers(Pool& pool) {
 }  // namespace
 
 Rcpp::List call_request(double call_id, SEXP fun, SEXP args, double share_threshold) {
-  Rcpp::List message(protocol::kRequestFields);
-  message[protocol::kRequestKind] = static_cast<int>(protocol::kCall);
-  message[protocol::kRequestCall] = call_id;
-  message[protocol::kRequestStart] = 0.0;
-  message[protocol::kRequestData] = args;
-  message[protocol::kRequestJob] = fun;
-  message[protocol::kRequestShare] = share_threshold;
-  return message;
+  SEXP message = PROTECT(Rf_allocVector(VECSXP, protocol::kRequestFields));
+  SET_VECTOR_ELT(message, protocol::kRequestKind, Rf_ScalarInteger(protocol::kCall));
+  SET_VECTOR_ELT(message, protocol::kRequestCall, Rf_ScalarReal(call_id));
+  SET_VECTOR_ELT(message, protocol::kRequestStart, Rf_ScalarReal(0));
+  SET_VECTOR_ELT(message, protocol::kRequestData, args);
+  SET_VECTOR_ELT(message, protocol::kRequestJob, fun);
+  SET_VECTOR_ELT(message, protocol::kRequestShare, Rf_ScalarReal(share_threshold));
+  UNPROTECT(1);
+  return Rcpp::List(message);
 }
 
 SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,

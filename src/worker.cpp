@@ -231,18 +231,18 @@ bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) {
   using namespace bgpool::protocol;
   running_call = 0;
   R_interrupts_pending = 0;
-  Rcpp::List reply(kReplyFields);
   bgpool::SharedCopies copies;  // released once the reply is sent
-  reply[kReplyCall] = VECTOR_ELT(request, kRequestCall);
-  reply[kReplyStart] = VECTOR_ELT(request, kRequestStart);
-  reply[kReplyValues] = copies.share(values, REAL(VECTOR_ELT(request, kRequestShare))[0]);
-  reply[kReplyError] = error;
-  reply[kReplyElapsed] = bgpool::monotonic_seconds() - received_at;
-  reply[kReplyWarnings] = warnings;
+  SEXP reply = PROTECT(Rf_allocVector(VECSXP, kReplyFields));
+  SET_VECTOR_ELT(reply, kReplyCall, VECTOR_ELT(request, kRequestCall));
+  SET_VECTOR_ELT(reply, kReplyStart, VECTOR_ELT(request, kRequestStart));
+  SET_VECTOR_ELT(reply, kReplyValues, copies.share(values, REAL(VECTOR_ELT(request, kRequestShare))[0]));
+  SET_VECTOR_ELT(reply, kReplyError, error);
+  SET_VECTOR_ELT(reply, kReplyElapsed, Rf_ScalarReal(bgpool::monotonic_seconds() - received_at));
+  SET_VECTOR_ELT(reply, kReplyWarnings, warnings);
   chunk.set(R_NilValue);
-  if (!master) return false;
-  bool sent = bgpool::write_message(*master, reply);
-  master->release_message();
+  bool sent = master && bgpool::write_message(*master, reply);
+  if (master) master->release_message();
+  UNPROTECT(1);
   return sent;
 }
 
