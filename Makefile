@@ -1,12 +1,15 @@
 # make demo   install what is missing, then run the seed example and a showcase
-# make test   install what is missing, then run the whole test suite
+# make test   install what is missing, then run the whole test suite three ways: the
+#             native build, the POSIX-only build (macOS's path), the psock backend (Windows's)
 # make bench  the benchmarks against parallel (and mirai when installed), at 2 and 10
 #             workers, and the curves; ARGS="--quick" for a short run
 # make bench-azure  AzureStor transfers against Azurite: sequential, AzureRMR's pool, bgpool
 # make check  R CMD build, then R CMD check --as-cran on the tarball, in a temporary directory
+# make check-windows  compile what src/Makevars.win builds with MinGW-w64
 # make document  regenerate RcppExports, NAMESPACE and man/ (developers)
 
 LIB := $(CURDIR)/.lib
+LIB_POSIX := $(CURDIR)/.lib-posix
 export R_LIBS := $(LIB)
 # keep test runs within the machine's two cores, as R CMD check does
 test check: export _R_CHECK_LIMIT_CORES_ ?= TRUE
@@ -16,7 +19,7 @@ MANUAL := $(if $(shell command -v pdflatex),,--no-manual)
 AZURITE := $(CURDIR)/tests/azurite
 check: export BGPOOL_AZURITE_DIR ?= $(if $(wildcard $(AZURITE)/node_modules/.bin/azurite-blob),$(AZURITE))
 
-.PHONY: deps install demo test check bench bench-azure document
+.PHONY: deps install install-posix demo test check check-windows bench bench-azure document
 
 deps:
 	@Rscript .ci/deps.R
@@ -28,11 +31,19 @@ install: deps
 	  { cat $(LIB)/install.log; exit 1; }
 	@echo "bgpool installed in $(LIB)"
 
+# the build with the POSIX calls only (macOS's path), which make test runs too
+install-posix: deps
+	@mkdir -p $(LIB_POSIX)
+	@BGPOOL_POSIX_ONLY=1 R CMD INSTALL --preclean --no-multiarch --library=$(LIB_POSIX) . \
+	  > $(LIB_POSIX)/install.log 2>&1 || { cat $(LIB_POSIX)/install.log; exit 1; }
+	@echo "bgpool (POSIX-only build) installed in $(LIB_POSIX)"
+
 demo: install
 	@Rscript inst/examples/demo.R
 
-test: install
+test: install install-posix
 	@bash .ci/azure-deps.sh
+	@Rscript .ci/windows-absent.R --check
 	@Rscript .ci/test.R
 
 # The results stay in the temporary directory when the check fails or warns.
@@ -51,6 +62,9 @@ bench: install
 	@Rscript inst/bench/curves.R $(ARGS)
 	@Rscript .ci/readme-bench.R
 
+check-windows: deps
+	@bash .ci/windows-compile.sh
+
 bench-azure: install
 	@bash .ci/azure-deps.sh
 	@Rscript inst/bench/azure_transfer.R $(ARGS)
@@ -58,3 +72,4 @@ bench-azure: install
 document: deps
 	@Rscript .ci/deps.R roxygen2
 	@Rscript -e 'Rcpp::compileAttributes("."); roxygen2::roxygenise(".")'
+	@Rscript .ci/windows-absent.R

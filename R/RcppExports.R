@@ -69,6 +69,10 @@ rng_jump <- function(seed, streams) {
     .Call(`_bgpool_rng_jump`, seed, streams)
 }
 
+holds_environments <- function(x) {
+    .Call(`_bgpool_holds_environments`, x)
+}
+
 shareable_bytes <- function(x) {
     .Call(`_bgpool_shareable_bytes`, x)
 }
@@ -93,24 +97,12 @@ is_shared_vector <- function(x) {
     .Call(`_bgpool_is_shared_vector`, x)
 }
 
-holds_environments <- function(x) {
-    .Call(`_bgpool_holds_environments`, x)
+can_append_to <- function(path) {
+    .Call(`_bgpool_can_append_to`, path)
 }
 
-template_serve <- function() {
-    .Call(`_bgpool_template_serve`)
-}
-
-worker_connect <- function(slot) {
-    invisible(.Call(`_bgpool_worker_connect`, slot))
-}
-
-worker_cancel_requested <- function() {
-    .Call(`_bgpool_worker_cancel_requested`)
-}
-
-worker_send <- function(request, values, error, warnings) {
-    .Call(`_bgpool_worker_send`, request, values, error, warnings)
+redirect_std_streams <- function(path) {
+    .Call(`_bgpool_redirect_std_streams`, path)
 }
 
 worker_run_elements <- function(job, inputs, start) {
@@ -127,6 +119,22 @@ worker_chunk_values <- function() {
 
 worker_call <- function(fun, args) {
     .Call(`_bgpool_worker_call`, fun, args)
+}
+
+template_serve <- function() {
+    .Call(`_bgpool_template_serve`)
+}
+
+worker_connect <- function(slot) {
+    invisible(.Call(`_bgpool_worker_connect`, slot))
+}
+
+worker_cancel_requested <- function() {
+    .Call(`_bgpool_worker_cancel_requested`)
+}
+
+worker_send <- function(request, values, error, warnings) {
+    .Call(`_bgpool_worker_send`, request, values, error, warnings)
 }
 
 worker_collect_later <- function() {

@@ -30,8 +30,13 @@
 #' cluster set up on the workers (as `clusterEvalQ()` does) is not replayed
 #' on a worker that replaces a dead one; use [pool_evalq()] for that.
 #'
+#' With the "psock" backend (Windows; see [bgpool_options]), the cluster is
+#' `parallel`'s own socket cluster of the pool's workers: call
+#' `pool_cluster()` again after a worker was replaced.
+#'
 #' @return An object of class `c("bgpool_cluster", "cluster")`, one node per
-#'   worker; the same object for the life of the pool.
+#'   worker; the same object for the life of the pool. With the "psock"
+#'   backend, of class `c("bgpool_psock_cluster", "SOCKcluster", "cluster")`.
 #' @examples
 #' init_pool(2)
 #' cl <- pool_cluster()
@@ -42,11 +47,10 @@
 #' @export
 pool_cluster <- function() {
   handle <- live_pool("pool_cluster()")
-  # future keeps its books per cluster "name" (else a hash of the nodes)
-  if (is.null(.bgpool$cluster))
-    .bgpool$cluster <- structure(lapply(seq_len(pool_size()), new_node, handle = handle),
-                                 class = c("bgpool_cluster", "cluster"),
-                                 name = basename(pool_state(handle)$dir))
+  # the "psock" backend's is parallel's own cluster, whose nodes change
+  # when workers are replaced
+  if (.bgpool$backend$name == "psock") return(.bgpool$backend$cluster(handle))
+  if (is.null(.bgpool$cluster)) .bgpool$cluster <- .bgpool$backend$cluster(handle)
   .bgpool$cluster
 }
 
@@ -106,6 +110,13 @@ recvOneData.bgpool_cluster <- function(cl) {
 #' @export
 stopCluster.bgpool_cluster <- function(cl = NULL) {
   if (in_current_pool(cl[[1L]]))
+    delete_pool()
+  invisible(NULL)
+}
+
+#' @export
+stopCluster.bgpool_psock_cluster <- function(cl = NULL) {
+  if (identical(attr(cl, "pool"), .bgpool$pool) && pool_exists())
     delete_pool()
   invisible(NULL)
 }

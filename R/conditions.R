@@ -13,7 +13,7 @@ abort <- function(message, class = NULL, ...) {
 }
 
 no_pool_error <- function(caller) {
-  message <- if (is.null(.bgpool$pool) || pool_owned(.bgpool$pool))
+  message <- if (is.null(.bgpool$pool) || .bgpool$backend$owned(.bgpool$pool))
     sprintf("%s: the background pool does not exist; call init_pool() to create it", caller)
   else
     sprintf("%s: the background pool belongs to the R process that created it, not to this process forked from it (by mcparallel() or mclapply(), say), which cannot use it; call init_pool() here to create a pool of this process's own",

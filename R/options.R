@@ -25,6 +25,17 @@
 #'   grow (default `1e7`); past it, only the log's last part is kept. `0`
 #'   keeps everything. A file given as `init_pool(outfile = )` is the
 #'   user's and is never trimmed.
+#' * `bgpool.backend`: what runs the pool, read by [init_pool()] when it
+#'   creates one. `"native"` (the default on Linux and macOS): bgpool's own
+#'   core, with workers forked from a template process, Unix sockets and
+#'   shared memory. `"psock"` (the default, and the only one, on Windows):
+#'   a `parallel` socket cluster, as AzureRMR's pool is, with the same
+#'   functions, errors, `.retry`, `.timeout`, `.progress` and `.seed`; its
+#'   workers start as separate R processes and exchange values over
+#'   localhost TCP, a worker past `.timeout` (or whose call was
+#'   interrupted) is killed and replaced rather than cancelled, and all
+#'   workers write to one log. Without the option, the environment
+#'   variable `BGPOOL_BACKEND` is read.
 #'
 #' @name bgpool_options
 #' @examples

@@ -114,7 +114,7 @@ delete_pool <- function() {
 #' @rdname init_pool
 #' @export
 pool_exists <- function() {
-  !is.null(.bgpool$pool) && pool_owned(.bgpool$pool)
+  !is.null(.bgpool$pool) && .bgpool$backend$owned(.bgpool$pool)
 }
 
 #' @rdname init_pool
@@ -241,18 +241,13 @@ check_outfile <- function(outfile) {
 }
 
 create_pool <- function(size, options) {
-  remove_orphaned_dirs()
-  packages <- c("datasets", "utils", "grDevices", "graphics", "stats", if (options$methods) "methods")
-  args <- c(paste0("--default-packages=", paste(packages, collapse = ",")),
-            options$rscript_args, "-e", "bgpool:::template_main()")
-  # Workers inherit the environment, not library paths set at run time.
-  env <- c(paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)),
-           options$rscript_envs)
+  backend <- choose_backend()
+  if (backend$name == "native") remove_orphaned_dirs()
   handle <- tryCatch(
-    pool_create(options$rscript, args, env, options$setup_timeout, tempdir(), size,
-                options$outfile),
+    backend$create(size, options),
     error = function(e) abort(sprintf("init_pool(): could not start the workers: %s",
                                       conditionMessage(e)), "bgpool_start_failed"))
+  .bgpool$backend <- backend
   .bgpool$pool <- handle
   .bgpool$size <- size
   .bgpool$renice <- options$renice
@@ -265,7 +260,7 @@ create_pool <- function(size, options) {
 renice_workers <- function(slots) {
   renice <- .bgpool$renice
   if (is.null(renice) || is.na(renice)) return(invisible())
-  pids <- pool_state(.bgpool$pool)$pids[slots]
+  pids <- .bgpool$backend$state(.bgpool$pool)$pids[slots]
   value <- min(19L, max(-20L, tools::psnice(Sys.getpid()) + renice))
   tools::psnice(pids, value)
   if (!identical(tools::psnice(pids), rep(as.integer(value), length(pids))))
@@ -289,11 +284,12 @@ remove_orphaned_dirs <- function() {
 # is only let go of (the process that made it still uses it).
 stop_pool <- function() {
   handle <- .bgpool$pool
-  owned <- pool_owned(handle)
+  backend <- .bgpool$backend
+  owned <- backend$owned(handle)
   close_cluster()
   if (owned) forget_setup()
   rm(list = ls(.bgpool, all.names = TRUE), envir = .bgpool)
-  pool_stop(handle)
+  backend$stop(handle)
 }
 
 # The pool's handle, after replacing any worker that died since the last
@@ -305,18 +301,20 @@ live_pool <- function(caller, drain_cluster = TRUE) {
   if (!pool_exists())
     stop(no_pool_error(caller))
   handle <- .bgpool$pool
-  replaced <- pool_prepare(handle, drain_cluster, getOption("bgpool.cancel_grace", 1),
-                           getOption("bgpool.log_limit", 1e7),
-                           getOption("bgpool.share_threshold", 1e6))
+  backend <- .bgpool$backend
+  if (!backend$waits_for_cluster && backend$cluster_busy(handle))
+    abort(sprintf("%s: calls sent through pool_cluster() (futures, say) are not collected yet, and with the psock backend a pool call cannot run alongside them; collect them first (future::value(), or parallel's functions that sent them)",
+                  caller), "bgpool_cluster_busy")
+  replaced <- backend$prepare(handle, drain_cluster)
   if (length(replaced)) {
-    tryCatch(pool_replace(handle, replaced), error = function(e)
+    tryCatch(backend$replace(handle, replaced), error = function(e)
       abort(sprintf("%s: could not start a worker to replace one that died: %s",
                     caller, conditionMessage(e)), "bgpool_start_failed"))
     renice_workers(replaced)
     replay_setup(caller, replaced)
   }
   # Workers see library paths the master added after the pool started.
-  if (!identical(.libPaths(), .bgpool$lib_paths) && !pool_node_busy(handle)) {
+  if (!identical(.libPaths(), .bgpool$lib_paths) && !backend$cluster_busy(handle)) {
     on_workers(caller, worker_lib_paths, list(.libPaths()), seq_len(pool_size()))
     .bgpool$lib_paths <- .libPaths()
   }
@@ -344,7 +342,7 @@ live_pool <- function(caller, drain_cluster = TRUE) {
 pool_output <- function(lines = 20) {
   if (!pool_exists())
     stop(no_pool_error("pool_output()"))
-  text <- vapply(pool_state(.bgpool$pool)$logs, function(path) {
+  text <- vapply(.bgpool$backend$state(.bgpool$pool)$logs, function(path) {
     # a file with something in it: a terminal or a pipe (size 0) would wait
     content <- if (isTRUE(file.size(path) > 0)) readLines(path, warn = FALSE) else character()
     paste(utils::tail(content, lines), collapse = "\n")
@@ -363,5 +361,5 @@ print.bgpool_output <- function(x, ...) {
 # private directory, or NULL without a pool.
 pool_info <- function() {
   if (!pool_exists()) return(NULL)
-  pool_state(.bgpool$pool)
+  c(.bgpool$backend$state(.bgpool$pool), backend = .bgpool$backend$name)
 }

@@ -1,6 +1,7 @@
 # Running work on the pool and turning what came of it into the answer.
 #
-# The native scheduler (src/scheduler.h) returns list(values, finished,
+# A backend's run_elements() (the native scheduler, src/scheduler.h, or
+# psock_run_elements()) returns list(values, finished,
 # failed, errors, warnings, losses, attempts):
 #   values    a list in input order: the value of each finished element
 #   finished  whether each element's task returned
@@ -43,8 +44,8 @@ run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, ret
       format = "{cli::pb_name}{cli::pb_bar} {cli::pb_current}/{cli::pb_total} | ETA: {cli::pb_eta}")
     update <- function(done) cli::cli_progress_update(set = done_before + done, id = bar)
   }
-  outcome <- pool_run_elements(handle, job, inputs, is_map, n, chunk_size, limit, retry, NULL,
-                               update)
+  run <- .bgpool$backend$run_elements
+  outcome <- run(handle, job, inputs, is_map, n, chunk_size, limit, retry, NULL, update)
   for (round in seq_len(retry)) {
     redo <- which(!outcome$finished)
     redo <- redo[!redo %in% outcome$failed]
@@ -54,16 +55,15 @@ run_attempts <- function(caller, handle, job, inputs, is_map, n, chunk_size, ret
     # seeded tasks run with the streams of their original positions
     job$index <- as.double(redo)
     done_before <- sum(outcome$finished) + length(outcome$failed)
-    again <- pool_run_elements(handle, job, take_elements(inputs, redo, is_map), is_map,
-                               length(redo), chunk_size, limit, retry, outcome$attempts[redo],
-                               update)
+    again <- run(handle, job, take_elements(inputs, redo, is_map), is_map, length(redo),
+                 chunk_size, limit, retry, outcome$attempts[redo], update)
     outcome <- merge_outcomes(outcome, again, redo)
   }
   outcome
 }
 
 on_workers <- function(caller, fun, args, slots) {
-  outcome <- pool_run_on_workers(.bgpool$pool, fun, args, slots)
+  outcome <- .bgpool$backend$run_on_workers(.bgpool$pool, fun, args, slots)
   call_outcome(caller, outcome, length(slots), labels = NULL, unit = "worker")
 }
 

@@ -60,12 +60,13 @@ set_steps <- function(steps) {
 # copies (new ones in `fresh`: not yet recorded); everything else as a
 # serialized snapshot.
 export_step <- function(values) {
+  sharing <- .bgpool$backend$shares_memory
   threshold <- getOption("bgpool.share_threshold", 1e6)
   entries <- list()
   fresh <- list()
   for (name in names(values)) {
     value <- values[[name]]
-    bytes <- shareable_bytes(value)
+    bytes <- if (sharing) shareable_bytes(value) else 0
     shared <- NULL
     if (bytes > 0 && bytes >= threshold) {
       shared <- reuse_segment(name, value)
@@ -156,7 +157,7 @@ replay_setup <- function(caller, slots) {
     on_workers(caller, worker_reset, list(getwd(), .libPaths()), slots)
     for (step in setup_steps()) run_step(caller, step, slots)
   }, bgpool_error = function(e) {
-    pool_kill_workers(.bgpool$pool, slots)
+    .bgpool$backend$kill(.bgpool$pool, slots)
     stop(worker_replaced_error(caller, slots, e))
   })
   invisible(NULL)

@@ -12,6 +12,7 @@ template_main <- function() {
   # template gives its own up, and each worker makes one of its own, in the
   # pool's directory, which goes with the pool.
   unlink(tempdir(), recursive = TRUE)
+  .bgpool$native_worker <- TRUE
   slot <- template_serve()
   if (slot > 0) {
     worker_connect(slot)
@@ -58,23 +59,28 @@ run_chunk <- function(job, request) {
   # the job comes with a call's first chunk to each worker
   if (!identical(job$call, request[[REQUEST_CALL]]))
     stop("bgpool: this worker did not receive the call's function; this is a bug in bgpool")
-  # Seeded tasks use their own streams; the worker's own comes back after.
+  run_elements_here(job, request[[REQUEST_DATA]], request[[REQUEST_START]])
+}
+
+# Runs elements of a call here (src/tasks.h). Seeded tasks use their own
+# streams; the worker's own comes back after.
+run_elements_here <- function(job, inputs, start) {
   if (!is.null(job$seed)) {
     saved <- rng_state()
     on.exit(restore_rng(saved))
   }
-  worker_run_elements(job, request[[REQUEST_DATA]], request[[REQUEST_START]])
+  worker_run_elements(job, inputs, start)
 }
 
 # A task's warning travels back to be signalled in the master, as R would
 # have shown it: not when R would ignore it (options(warn) below 0) or turn
 # it into an error (2 or more), nor when nobody could muffle it (a warning
 # given to signalCondition() is shown by nobody).
-keep_warning <- function(state, w) {
+keep_warning <- function(state, w, position = worker_position()) {
   warn <- getOption("warn", 0)
   if (!is.numeric(warn) || warn < 0 || warn >= 2 || is.null(findRestart("muffleWarning")))
     return()
-  state$warnings[[length(state$warnings) + 1L]] <- signal(worker_position(), sendable(w))
+  state$warnings[[length(state$warnings) + 1L]] <- signal(position, sendable(w))
   invokeRestart("muffleWarning")
 }
 
@@ -111,7 +117,7 @@ sendable <- function(condition) {
 worker_reset <- function(wd, lib_paths) {
   setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
-  worker_collect_later()  # shared vectors among them unmap
+  if (is_native_worker()) worker_collect_later()  # shared vectors among them unmap
   worker_lib_paths(lib_paths)
 }
 
@@ -130,15 +136,20 @@ worker_assign <- function(entries) {
     if (is.null(entry$shared)) unserialize(entry$snapshot) else entry$shared)
   names(values) <- vapply(entries, `[[`, "", "name")
   entries <- NULL
-  replaced_shared <- any(vapply(names(values), function(name)
+  native <- is_native_worker()
+  replaced_shared <- native && any(vapply(names(values), function(name)
     is_shared_vector(get0(name, envir = .GlobalEnv, inherits = FALSE)), NA))
   assigned <- FALSE
   # a failed assignment (a locked binding) leaves no shared vector mapped
-  on.exit(if (!assigned || replaced_shared) worker_collect_later())
+  on.exit(if (native && (!assigned || replaced_shared)) worker_collect_later())
   list2env(values, envir = .GlobalEnv)
   assigned <- TRUE
   invisible(NULL)
 }
+
+# Whether this process is a worker of the native backend (the only ones
+# that receive shared vectors), not of the "psock" backend.
+is_native_worker <- function() isTRUE(.bgpool$native_worker)
 
 # A pool_call() or pool_evalq() recorded for replay (R/setup.R).
 worker_replay <- function(call) {

@@ -1,3 +1,21 @@
+.onLoad <- function(libname, pkgname) {
+  # For the tests of the "psock" backend on Linux: the native routines that
+  # Windows does not build (src/windows/absent.cpp) fail here as they would
+  # there, so that a call of one from the backend's code is caught.
+  absent <- Sys.getenv("BGPOOL_TEST_ABSENT_ROUTINES")
+  if (nzchar(absent)) {
+    ns <- topenv()
+    for (name in strsplit(absent, ",", fixed = TRUE)[[1L]])
+      assign(name, routine_absent(name), envir = ns)
+  }
+}
+
+routine_absent <- function(name) {
+  force(name)
+  function(...) stop(sprintf("bgpool: %s() is not built on Windows; the psock backend called it", name),
+                     call. = FALSE)
+}
+
 .onUnload <- function(libpath) {
   if (pool_exists()) stop_pool()
 }

@@ -207,6 +207,16 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// holds_environments
+bool holds_environments(SEXP x);
+RcppExport SEXP _bgpool_holds_environments(SEXP xSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
+    rcpp_result_gen = Rcpp::wrap(holds_environments(x));
+    return rcpp_result_gen;
+END_RCPP
+}
 // shareable_bytes
 double shareable_bytes(SEXP x);
 RcppExport SEXP _bgpool_shareable_bytes(SEXP xSEXP) {
@@ -266,53 +276,23 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// holds_environments
-bool holds_environments(SEXP x);
-RcppExport SEXP _bgpool_holds_environments(SEXP xSEXP) {
+// can_append_to
+bool can_append_to(std::string path);
+RcppExport SEXP _bgpool_can_append_to(SEXP pathSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
-    rcpp_result_gen = Rcpp::wrap(holds_environments(x));
+    Rcpp::traits::input_parameter< std::string >::type path(pathSEXP);
+    rcpp_result_gen = Rcpp::wrap(can_append_to(path));
     return rcpp_result_gen;
 END_RCPP
 }
-// template_serve
-int template_serve();
-RcppExport SEXP _bgpool_template_serve() {
+// redirect_std_streams
+bool redirect_std_streams(std::string path);
+RcppExport SEXP _bgpool_redirect_std_streams(SEXP pathSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(template_serve());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_connect
-void worker_connect(int slot);
-RcppExport SEXP _bgpool_worker_connect(SEXP slotSEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
-    worker_connect(slot);
-    return R_NilValue;
-END_RCPP
-}
-// worker_cancel_requested
-bool worker_cancel_requested();
-RcppExport SEXP _bgpool_worker_cancel_requested() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_cancel_requested());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_send
-bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings);
-RcppExport SEXP _bgpool_worker_send(SEXP requestSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type request(requestSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type values(valuesSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type error(errorSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type warnings(warningsSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_send(request, values, error, warnings));
+    Rcpp::traits::input_parameter< std::string >::type path(pathSEXP);
+    rcpp_result_gen = Rcpp::wrap(redirect_std_streams(path));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -354,6 +334,46 @@ BEGIN_RCPP
     Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
     Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
     rcpp_result_gen = Rcpp::wrap(worker_call(fun, args));
+    return rcpp_result_gen;
+END_RCPP
+}
+// template_serve
+int template_serve();
+RcppExport SEXP _bgpool_template_serve() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(template_serve());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_connect
+void worker_connect(int slot);
+RcppExport SEXP _bgpool_worker_connect(SEXP slotSEXP) {
+BEGIN_RCPP
+    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
+    worker_connect(slot);
+    return R_NilValue;
+END_RCPP
+}
+// worker_cancel_requested
+bool worker_cancel_requested();
+RcppExport SEXP _bgpool_worker_cancel_requested() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(worker_cancel_requested());
+    return rcpp_result_gen;
+END_RCPP
+}
+// worker_send
+bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings);
+RcppExport SEXP _bgpool_worker_send(SEXP requestSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< SEXP >::type request(requestSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type values(valuesSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type error(errorSEXP);
+    Rcpp::traits::input_parameter< SEXP >::type warnings(warningsSEXP);
+    rcpp_result_gen = Rcpp::wrap(worker_send(request, values, error, warnings));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -403,21 +423,23 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_dir_abandoned", (DL_FUNC) &_bgpool_pool_dir_abandoned, 1},
     {"_bgpool_protocol_constants", (DL_FUNC) &_bgpool_protocol_constants, 0},
     {"_bgpool_rng_jump", (DL_FUNC) &_bgpool_rng_jump, 2},
+    {"_bgpool_holds_environments", (DL_FUNC) &_bgpool_holds_environments, 1},
     {"_bgpool_shareable_bytes", (DL_FUNC) &_bgpool_shareable_bytes, 1},
     {"_bgpool_vector_hash", (DL_FUNC) &_bgpool_vector_hash, 1},
     {"_bgpool_shared_copy", (DL_FUNC) &_bgpool_shared_copy, 1},
     {"_bgpool_shared_id", (DL_FUNC) &_bgpool_shared_id, 1},
     {"_bgpool_release_segment", (DL_FUNC) &_bgpool_release_segment, 1},
     {"_bgpool_is_shared_vector", (DL_FUNC) &_bgpool_is_shared_vector, 1},
-    {"_bgpool_holds_environments", (DL_FUNC) &_bgpool_holds_environments, 1},
-    {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
-    {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
-    {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
-    {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
+    {"_bgpool_can_append_to", (DL_FUNC) &_bgpool_can_append_to, 1},
+    {"_bgpool_redirect_std_streams", (DL_FUNC) &_bgpool_redirect_std_streams, 1},
     {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 3},
     {"_bgpool_worker_position", (DL_FUNC) &_bgpool_worker_position, 0},
     {"_bgpool_worker_chunk_values", (DL_FUNC) &_bgpool_worker_chunk_values, 0},
     {"_bgpool_worker_call", (DL_FUNC) &_bgpool_worker_call, 2},
+    {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
+    {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
+    {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
+    {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
     {"_bgpool_worker_collect_later", (DL_FUNC) &_bgpool_worker_collect_later, 0},
     {"_bgpool_worker_collect_if_asked", (DL_FUNC) &_bgpool_worker_collect_if_asked, 1},
     {"_bgpool_worker_serve", (DL_FUNC) &_bgpool_worker_serve, 1},

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "clock.h"
+#include "platform.h"
 #include "wait.h"
 
 namespace bgpool {
@@ -32,6 +33,20 @@ constexpr size_t kKeepBytes = 1024 * 1024;
 constexpr uint64_t kMaxChunk = uint64_t(1) << 32;
 constexpr uint64_t kEndChunk = 0;
 constexpr uint64_t kAbortChunk = ~uint64_t(0);
+
+// Where send() can be told not to raise SIGPIPE; elsewhere the socket is
+// made so (os::no_sigpipe()). Where recvmsg() can mark the descriptors it
+// receives close-on-exec as it takes them; elsewhere they are marked after.
+#if defined(MSG_NOSIGNAL)
+constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+constexpr int kSendFlags = 0;
+#endif
+#if BGPOOL_LINUX
+constexpr int kReceiveFlags = MSG_CMSG_CLOEXEC;
+#else
+constexpr int kReceiveFlags = 0;
+#endif
 
 }  // namespace
 
@@ -73,6 +88,15 @@ Connection::~Connection() {
   for (int fd : fds_in_) close(fd);
   for (int fd : fds_out_) close(fd);
   close_message_fds();
+}
+
+bool Connection::hung_up() const {
+  if (peer_closed_) return !has_input();
+  if (has_input()) return false;
+  char byte;
+  ssize_t rc;
+  do rc = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT); while (rc < 0 && errno == EINTR);
+  return rc == 0;
 }
 
 void Connection::mark_broken(const std::string& why) {
@@ -201,7 +225,7 @@ ssize_t Connection::send_once(iovec* iov, int count, int flags) {
     cmsg->cmsg_len = CMSG_LEN(bytes);
     std::memcpy(CMSG_DATA(cmsg), fds_out_.data(), bytes);
   }
-  ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL | flags);
+  ssize_t sent = sendmsg(fd_, &msg, kSendFlags | flags);
   if (sent > 0) {
     for (int fd : fds_out_) close(fd);
     fds_out_.clear();
@@ -307,7 +331,7 @@ bool Connection::receive(char* dst, size_t capacity, size_t* got) {
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    ssize_t rc = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    ssize_t rc = recvmsg(fd_, &msg, kReceiveFlags | MSG_DONTWAIT);
     if (rc < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
@@ -317,7 +341,10 @@ bool Connection::receive(char* dst, size_t capacity, size_t* got) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
-      fds_in_.insert(fds_in_.end(), fds, fds + n);
+      for (size_t i = 0; i < n; ++i) {
+        if (!BGPOOL_LINUX) os::set_flags(fds[i], false);
+        fds_in_.push_back(fds[i]);
+      }
     }
     if (msg.msg_flags & MSG_CTRUNC) return fail("descriptors sent with a message were lost");
     if (rc == 0) peer_closed_ = true;

@@ -102,6 +102,9 @@ class Connection {
   Status read_available() { return read_whole(false); }
   // Bytes received that no read has used yet.
   bool has_input() const { return buffered() > 0; }
+  // Whether the other side has closed the connection with nothing more
+  // sent: looked at without taking anything or waiting.
+  bool hung_up() const;
   // Whether a message has begun to come (or has come whole).
   bool receiving() const { return reading_ || message_ready_ || buffered() > 0; }
   const Buffer& message() const { return message_; }

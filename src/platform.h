@@ -1,17 +1,28 @@
 // Operating-system services the portable core needs: processes, Unix
 // sockets, private directories, shared memory, randomness. Implemented in
-// unix/.
+// unix/ for POSIX systems (Linux and macOS): the POSIX calls everywhere,
+// and Linux's own where they are faster (memfd segments, SO_PEERCRED,
+// accept4(), getrandom()). A build with BGPOOL_POSIX_ONLY=1 in the
+// environment (src/Makevars) uses the POSIX calls on Linux too, so that
+// the path macOS takes is built and tested on Linux.
 #pragma once
 
-#if !defined(__linux__)
-#error "bgpool's native core needs Linux for now: it uses memfd_create(), prctl() (PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER) and SO_PEERCRED, which other systems lack."
+#if !defined(BGPOOL_POSIX_ONLY_FLAG)
+#define BGPOOL_POSIX_ONLY_FLAG 0
+#endif
+#if defined(__linux__) && !BGPOOL_POSIX_ONLY_FLAG
+#define BGPOOL_LINUX 1
+#else
+#define BGPOOL_LINUX 0
 #endif
 
 #include <sys/types.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace bgpool {
@@ -21,14 +32,16 @@ inline std::system_error sys_error(const std::string& what) {
   return std::system_error(errno, std::generic_category(), what);
 }
 
+// Which of the two builds this is, for R (pool_platform()).
+inline const char* platform_name() { return BGPOOL_LINUX ? "linux" : "posix"; }
+
 struct SpawnSpec {
   std::string program;
   std::vector<std::string> args;            // argv[1..]
   std::vector<std::string> extra_env;       // "NAME=value", added to ours
   std::string log_path;                     // stdout and stderr go here
-  // Also hand the child our stdout and stderr, as its fds 3 and 4, for
-  // the processes it forks (see redirect_output).
-  bool pass_stdio = false;
+  // Descriptors of ours the child gets, as (ours, the child's number).
+  std::vector<std::pair<int, int>> pass_fds;
 };
 
 // Starts a process in its own process group, so that Ctrl-C in the
@@ -39,9 +52,14 @@ struct ExitInfo {
   bool exited = false;   // false: still running
   int status = 0;        // exit status, when !signaled
   int signal = 0;        // terminating signal, or 0
+  bool known = true;     // false: it is gone, but how it ended is not known
 };
-// Non-blocking: reaps the process if it has ended.
+// Non-blocking: reaps the child `pid` if it has ended.
 ExitInfo reap(pid_t pid);
+// Non-blocking: reaps any child that has ended; pid 0 when none has.
+std::pair<pid_t, ExitInfo> reap_any();
+// Whether a process (not necessarily our child) is gone.
+bool gone(pid_t pid);
 void send_signal(pid_t pid, int sig);
 std::string signal_name(int sig);
 // "exited with status 3", "was killed by SIGKILL"
@@ -53,12 +71,17 @@ int listen_unix(const std::string& path);
 int accept_unix(int listen_fd);
 // Connects (blocking) to `path`; throws std::system_error.
 int connect_unix(const std::string& path);
-// Who is at the other end of a connected Unix socket.
+// Who is at the other end of a connected Unix socket; pid -1 where the
+// system does not say.
 struct PeerCredentials {
   pid_t pid = -1;
   uid_t uid = static_cast<uid_t>(-1);
 };
 PeerCredentials peer_credentials(int fd);
+// Makes a socket's writes never raise SIGPIPE (where MSG_NOSIGNAL is not).
+void no_sigpipe(int fd);
+// Marks a descriptor close-on-exec (and non-blocking, if asked).
+void set_flags(int fd, bool nonblocking);
 
 // A new directory (mode 0700) in `parent`, named after this process.
 std::string make_private_dir(const std::string& parent);
@@ -72,10 +95,13 @@ bool pool_dir_abandoned(const std::string& dir);
 
 std::string random_hex(size_t nbytes);
 
-// A shared memory segment holding a copy of `bytes` bytes at `data`; its fd.
-int create_shared_segment(const void* data, size_t bytes);
-// Maps a segment copy-on-write; nullptr on failure.
+// A shared memory segment holding a copy of `bytes` bytes at `data` (or
+// zeros, for null data); its fd. `name` (short: macOS allows 31 bytes
+// with the random suffix) is what tools that list descriptors show.
+int create_shared_segment(const char* name, const void* data, size_t bytes);
+// Maps a segment copy-on-write (private) or shared; nullptr on failure.
 void* map_private(int fd, size_t bytes);
+void* map_shared(int fd, size_t bytes);
 void unmap(void* addr, size_t bytes);
 
 // A socket that always polls as readable (its caller closes it); and one
@@ -83,33 +109,21 @@ void unmap(void* addr, size_t bytes);
 int ready_socket();
 int always_ready_fd();
 
-// Whether `pid` is a child of this process (one we can reap).
-bool is_child(pid_t pid);
+// A pipe, both ends close-on-exec: {read end, write end}.
+std::pair<int, int> make_pipe();
 
-// Orphaned descendants (the workers the template forks) become our
-// children while this is on, so we can reap them. Returns the old setting.
-bool set_child_subreaper(bool on);
-
-// Worker side: die with the master, and exit now if it is already gone.
-// Exits (saying why on stderr) if the kernel refuses.
-void die_with_parent(pid_t expected_parent);
-
-// In a process forked from the template: wait until the master has adopted
-// us (we are its child), then die with it. Returns false if it did not.
-bool wait_for_adoption(pid_t master, double timeout_seconds);
-
-// Forks a process whose parent becomes the nearest subreaper: a child that
-// forks again and exits at once. Returns 0 in the new process and its pid
-// in this one. Throws std::system_error.
-pid_t fork_orphan();
+// Ends this process (as exit_now(1)) as soon as `fd` hangs up: the
+// master's end of the lifeline closes when the master dies, however it
+// dies. Watched by a thread that only polls.
+void exit_with_lifeline(int fd);
 
 // Opens (appending, creating it) the file a worker's output goes to;
 // -1 with errno set on failure.
 int open_output(const std::string& path);
 // Points this process's standard output and error at `fd` (closing it),
-// or, when `fd` is -1, at the stdout and stderr passed to the process it
-// was forked from (SpawnSpec::pass_stdio). Exits, saying why, on failure.
-void redirect_output(int fd);
+// or, when `fd` is -1, at the descriptors `out` and `err` (the master's own
+// output, passed to the template). Exits, saying why, on failure.
+void redirect_output(int fd, int out, int err);
 
 // Keeps a log file below `limit` bytes: if it is larger, only its last
 // `keep` bytes stay, after a line saying that earlier output was dropped.

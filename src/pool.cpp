@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -30,6 +31,8 @@ bool same_token(const char* a, const std::string& b) {
 
 constexpr double kLogCheckSeconds = 2;
 constexpr size_t kLogKeepBytes = 256 * 1024;
+// How long an idle worker that hung up may wait for the template to say how it ended.
+constexpr double kEndReportSeconds = 0.5;
 
 // A worker's own temporary directory (TMPDIR; see worker_connect()).
 std::string temp_dir_of(const std::string& pool_dir, pid_t pid) {
@@ -43,7 +46,9 @@ Pool::Pool(const WorkerCommand& command, const std::string& temp_dir)
   dir_ = os::make_private_dir(temp_dir);
   try {
     lock_fd_ = os::lock_pool_dir(dir_);
+    std::tie(lifeline_read_, lifeline_) = os::make_pipe();
   } catch (...) {
+    if (lock_fd_ >= 0) close(lock_fd_);
     os::remove_dir_tree(dir_);
     throw;
   }
@@ -72,16 +77,6 @@ class Pool::Listening {
 
 Pool::~Pool() { stop(); }
 
-// Makes the pool adopt the workers the template forks while it lives.
-class Adopting {
- public:
-  Adopting() : previous_(os::set_child_subreaper(true)) {}
-  ~Adopting() { os::set_child_subreaper(previous_); }
-
- private:
-  bool previous_;
-};
-
 void Pool::reset(Worker& w) {
   w.pid = -1;
   w.conn.reset();
@@ -102,12 +97,14 @@ void Pool::start_template() {
   spec.extra_env = command_.extra_env;
   spec.extra_env.push_back("BGPOOL_SOCKET=" + socket_path_);
   spec.extra_env.push_back("BGPOOL_TOKEN=" + token_);
-  spec.extra_env.push_back("BGPOOL_MASTER_PID=" + std::to_string(getpid()));
   // R's temporary directories of the template and of every worker are made
   // in the pool's directory, so none outlives the pool (see template_main()).
   spec.extra_env.push_back("TMPDIR=" + dir_);
+  spec.extra_env.push_back("BGPOOL_SLOTS=" + std::to_string(size()));
   spec.log_path = template_.log_path = dir_ + "/template.log";
-  spec.pass_stdio = command_.output == Output::Master;
+  spec.pass_fds = {{lifeline_read_, kLifelineFd}, {board_fd_, kBoardFd}};
+  if (command_.output == Output::Master)
+    spec.pass_fds.insert(spec.pass_fds.end(), {{1, kMasterStdoutFd}, {2, kMasterStderrFd}});
   template_.pid = os::spawn(spec);
   connect_all({&template_});
 }
@@ -149,6 +146,10 @@ void Pool::start(int size) {
       workers_.push_back(std::make_unique<Worker>());
       workers_.back()->slot = i;
     }
+    size_t bytes = sizeof(uint64_t) * static_cast<size_t>(size);
+    board_fd_ = os::create_shared_segment("bgpool_cancel", nullptr, bytes);
+    board_ = static_cast<uint64_t*>(os::map_shared(board_fd_, bytes));
+    if (!board_) throw os::sys_error("cannot map the pool's cancel board");
     std::vector<Worker*> waiting;
     for (auto& w : workers_) waiting.push_back(w.get());
     start_workers(waiting);
@@ -162,9 +163,14 @@ void Pool::start(int size) {
 // interrupted, those that started without greeting are stopped: a later
 // start begins afresh.
 void Pool::start_workers(const std::vector<Worker*>& waiting) {
+  // (the workers whose fork reports are awaited, for take_reports())
+  struct Starting {
+    std::vector<Worker*>& list;
+    ~Starting() { list.clear(); }
+  } starting{starting_};
+  starting_ = waiting;
   try {
     Listening listening(*this);
-    Adopting adopting;
     fork_workers(waiting);
     connect_all(waiting);
   } catch (...) {
@@ -197,7 +203,7 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
         WaitResult::Interrupted)
       interrupts::raise_pending();
     if (fds[0].revents) accept_all(greetings);
-    if (forking && (fds[1].revents || template_.conn->has_input())) take_fork_reports(waiting);
+    if (forking && (fds[1].revents || template_.conn->has_input())) take_reports();
     for (size_t i = 0; i < greetings.size();)
       if (greet(greetings[i], waiting)) greetings.erase(greetings.begin() + i);
       else ++i;
@@ -212,16 +218,27 @@ void Pool::connect_all(const std::vector<Worker*>& initial) {
   }
 }
 
-// The template says which pid each new worker has, or why it could not
-// start one.
-void Pool::take_fork_reports(const std::vector<Worker*>& waiting) {
-  for (;;) {
-    ForkReport report{};
+// Takes in what the template has said: the pid of each new worker (or why
+// it could not start it), and how workers ended.
+void Pool::take_reports() {
+  const std::vector<Worker*>& waiting = starting_;
+  while (template_.conn && !template_.conn->broken()) {
+    TemplateReport report{};
     if (!template_.conn->has_input()) {
       pollfd p{template_.conn->fd(), POLLIN, 0};
       if (poll(&p, 1, 0) <= 0) return;
     }
-    if (!template_.conn->read_raw(&report, sizeof report, 5)) return;  // checked by check_started
+    if (!template_.conn->read_raw(&report, sizeof report, 5)) return;  // seen as its end
+    if (report.kind == kReportEnded) {
+      for (auto& w : workers_) {
+        if (w->pid != report.pid || w->exit.exited) continue;
+        w->exit.exited = true;
+        w->exit.status = report.status;
+        w->exit.signal = report.signal;
+        reaped(*w);
+      }
+      continue;
+    }
     bool awaited = false;
     for (Worker* w : waiting) {
       if (w->fork_request != report.request) continue;
@@ -244,17 +261,14 @@ void Pool::take_fork_reports(const std::vector<Worker*>& waiting) {
 // A worker, or the template, that ended while starting fails the start at
 // once, with what it said.
 void Pool::check_started(const std::vector<Worker*>& waiting) {
-  auto ended = [&](Worker& w, const std::string& who) {
-    if (w.pid <= 0) return;
-    w.exit = os::reap(w.pid);
-    if (!w.exit.exited) return;
-    reaped(w);
+  auto fail_if_ended = [&](Worker& w, const std::string& who) {
+    if (w.pid <= 0 || !ended(w)) return;
     throw std::runtime_error(who + " " + os::describe_exit(w.exit) +
                              " while starting. Its last output:\n" + log_tail(w));
   };
   for (Worker* w : waiting)
-    if (w != &template_) ended(*w, "worker " + std::to_string(w->slot + 1));
-  ended(template_, "the process that starts workers");
+    if (w != &template_) fail_if_ended(*w, "worker " + std::to_string(w->slot + 1));
+  fail_if_ended(template_, "the process that starts workers");
 }
 
 void Pool::accept_all(std::vector<Greeting>& greetings) {
@@ -289,7 +303,9 @@ bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
                                  : g.hello.slot == static_cast<uint32_t>(w->slot);
     if (!match || w->conn) continue;
     if (w->pid <= 0) return monotonic_seconds() > g.deadline;  // its report is on its way
-    if (g.peer.pid != w->pid) return true;
+    // (where the system does not say who connected, the token and the
+    // uid, checked before, prove it)
+    if (g.peer.pid != -1 && g.peer.pid != w->pid) return true;
     w->conn = std::move(g.conn);
     // The template's link carries only small raw messages, never waits long.
     if (w == &template_) w->conn->set_interrupt_poll(nullptr);
@@ -303,13 +319,38 @@ bool Pool::greet(Greeting& g, std::vector<Worker*>& waiting) {
 bool Pool::check_workers() {
   bool all_usable = true;
   for (auto& w : workers_) {
-    if (w->alive()) {
-      w->exit = os::reap(w->pid);
-      if (w->exit.exited) reaped(*w);
-    }
+    if (w->alive()) ended(*w);
     all_usable = all_usable && w->usable();
   }
   return all_usable;
+}
+
+// Whether `w` has ended, as far as the master can tell now: the template
+// is its parent (the master reaps the template itself), and says how its
+// workers end; when the template is gone, only whether the process is.
+bool Pool::ended(Worker& w) {
+  if (!w.alive()) return true;
+  if (&w == &template_) {
+    w.exit = os::reap(w.pid);
+  } else if (template_.usable()) {
+    take_reports();
+    // An idle worker that died a moment ago has hung up; the template's
+    // word on how it ended follows at once.
+    if (w.alive() && w.conn && w.owed() == 0 && w.conn->hung_up()) {
+      double until = monotonic_seconds() + kEndReportSeconds;
+      while (w.alive() && monotonic_seconds() < until) {
+        pollfd p{template_.conn->fd(), POLLIN, 0};
+        poll(&p, 1, 10);
+        take_reports();
+      }
+      if (w.alive()) w.conn->mark_broken("the other side closed the connection");
+    }
+  } else if (os::gone(w.pid)) {
+    w.exit.exited = true;
+    w.exit.known = false;
+    reaped(w);
+  }
+  return !w.alive();
 }
 
 // What a worker leaves behind when it ends without cleaning up after
@@ -320,14 +361,13 @@ void Pool::reaped(Worker& w) {
 
 void Pool::wait_exit(Worker& w, double seconds) {
   double deadline = monotonic_seconds() + seconds;
-  while (w.alive()) {
-    w.exit = os::reap(w.pid);
-    if (w.exit.exited) {
-      reaped(w);
-      return;
+  while (!ended(w) && monotonic_seconds() < deadline) {
+    if (&w != &template_ && template_.conn && !template_.conn->broken()) {
+      pollfd p{template_.conn->fd(), POLLIN, 0};
+      poll(&p, 1, 5);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (monotonic_seconds() > deadline) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
@@ -349,8 +389,9 @@ std::string Pool::retire(Worker& w) {
 }
 
 void Pool::cancel(Worker& w, double call_id) {
-  if (!w.alive()) return;
-  sigqueue(w.pid, SIGUSR1, tag_value(call_id));
+  if (!w.alive() || !board_) return;
+  __atomic_store_n(&board_[w.slot], static_cast<uint64_t>(call_id), __ATOMIC_SEQ_CST);
+  os::send_signal(w.pid, SIGUSR1);
   w.cancelled_at = monotonic_seconds();
 }
 
@@ -358,6 +399,17 @@ void Pool::replace(const std::vector<int>& slots) {
   std::vector<Worker*> waiting;
   for (int slot : slots) waiting.push_back(workers_.at(slot).get());
   if (!waiting.empty()) start_workers(waiting);
+}
+
+// Closes the descriptors and the mapping the pool holds (not its
+// processes or files).
+void Pool::release() {
+  for (int* fd : {&lock_fd_, &ready_fd_, &lifeline_, &lifeline_read_, &board_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (board_) os::unmap(board_, sizeof(uint64_t) * workers_.size());
+  board_ = nullptr;
 }
 
 // In a process forked from the owner: closes this copy's descriptors,
@@ -369,10 +421,7 @@ void Pool::let_go() {
   }
   template_.conn.reset();
   template_.pid = -1;
-  if (lock_fd_ >= 0) close(lock_fd_);
-  lock_fd_ = -1;
-  if (ready_fd_ >= 0) close(ready_fd_);
-  ready_fd_ = -1;
+  release();
 }
 
 void Pool::stop() {
@@ -386,22 +435,24 @@ void Pool::stop() {
   }
   // Closing the connection is the signal to exit: workers leave their loop
   // at end of stream. Those that don't within a grace period are killed.
-  std::vector<Worker*> all{&template_};
-  for (auto& w : workers_) all.push_back(w.get());
-  for (Worker* w : all) {
+  // The template goes last: it reaps the workers and says how they ended.
+  std::vector<Worker*> workers;
+  for (auto& w : workers_) workers.push_back(w.get());
+  for (Worker* w : workers) {
     if (w->conn) shutdown(w->conn->fd(), SHUT_RDWR);
     w->conn.reset();
   }
   double deadline = monotonic_seconds() + 2;
-  for (Worker* w : all) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
-  for (Worker* w : all)
+  for (Worker* w : workers) wait_exit(*w, std::max(0.0, deadline - monotonic_seconds()));
+  for (Worker* w : workers)
     if (w->alive()) os::send_signal(w->pid, SIGTERM);
-  for (Worker* w : all) wait_exit(*w, 1);
-  for (Worker* w : all) kill_worker(*w);
-  if (lock_fd_ >= 0) close(lock_fd_);
-  lock_fd_ = -1;
-  if (ready_fd_ >= 0) close(ready_fd_);
-  ready_fd_ = -1;
+  for (Worker* w : workers) wait_exit(*w, 1);
+  for (Worker* w : workers) kill_worker(*w);
+  if (template_.conn) shutdown(template_.conn->fd(), SHUT_RDWR);
+  template_.conn.reset();
+  release();  // (the lifeline closes: anything left of the pool exits)
+  wait_exit(template_, 2);
+  kill_worker(template_);
   os::remove_dir_tree(dir_);
 }
 

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <Rcpp.h>
-#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -91,8 +90,11 @@ class Pool {
   //
   // Workers are forked from a template: one R process, started once per
   // pool with bgpool loaded, so a worker starts in milliseconds instead of
-  // paying R's start-up. Each fork is re-parented to the master (a child
-  // subreaper while workers start), which reaps it like a child it started.
+  // paying R's start-up. The template reaps the workers it forks and tells
+  // the master each one's pid and how each ended. The template and the
+  // workers hold the read end of the pool's lifeline, a pipe whose write
+  // end only the master holds: when the master dies, however it dies, they
+  // see it close and exit.
   void start(int size);
   // Stops every worker: asks politely, then kills; reaps; removes files.
   // In a process forked from the master (which shares its sockets), only
@@ -117,7 +119,8 @@ class Pool {
   // own exit status; returns how it ended, for the user.
   std::string retire(Worker& w);
   // Asks a worker to abandon the tasks of call `call_id` and of every
-  // earlier call (SIGUSR1 carrying the call's number).
+  // earlier call: the call's number goes on the cancel board (shared
+  // memory every worker maps, a cell per slot), then SIGUSR1.
   void cancel(Worker& w, double call_id);
   // The last lines a worker wrote to its stdout/stderr: enough to hold R's
   // report of a crash with its traceback. With a shared output file, the
@@ -146,10 +149,12 @@ class Pool {
   void start_workers(const std::vector<Worker*>& waiting);
   void accept_all(std::vector<Greeting>& greetings);
   bool greet(Greeting& g, std::vector<Worker*>& waiting);
-  void take_fork_reports(const std::vector<Worker*>& waiting);
+  void take_reports();
   void check_started(const std::vector<Worker*>& waiting);
   void wait_exit(Worker& w, double seconds);
+  bool ended(Worker& w);
   void reaped(Worker& w);
+  void release();
   void let_go();
 
   WorkerCommand command_;
@@ -157,8 +162,13 @@ class Pool {
   pid_t owner_;
   int lock_fd_ = -1;
   int ready_fd_ = -1;
+  int lifeline_ = -1;          // the write end, which only the master holds
+  int lifeline_read_ = -1;     // the end the template gets
+  int board_fd_ = -1;          // the cancel board (a segment of size() cells)
+  uint64_t* board_ = nullptr;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<Worker*> starting_;  // workers being started, whose pids are awaited
   Worker template_;
   double call_id_ = 0;
   uint64_t fork_requests_ = 0;
@@ -168,13 +178,10 @@ class Pool {
   bool stopped_ = false;
 };
 
-// A call's number as its cancel signal carries it (all 64 bits).
-inline sigval tag_value(double call_id) {
-  sigval value;
-  value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(call_id));
-  return value;
-}
-inline uint64_t tag_of(sigval value) { return reinterpret_cast<uintptr_t>(value.sival_ptr); }
+// The descriptors the template gets, by number: the read end of the
+// lifeline, the cancel board, and the master's own stdout and stderr (for
+// workers whose output goes there).
+constexpr int kLifelineFd = 5, kBoardFd = 6, kMasterStdoutFd = 3, kMasterStderrFd = 4;
 
 // The fixed-size greeting a worker (or the template) sends right after
 // connecting; its pid is taken from the socket's credentials instead.
@@ -197,15 +204,21 @@ struct ForkRequest {
   uint64_t request;
 };
 
-// What the template answers: the new worker's pid, or -1 and why not.
-struct ForkReport {
-  uint64_t request;
-  uint32_t slot;
+// What the template tells the master: a worker it forked (its pid, or -1
+// and why not), or a worker that ended (and how).
+struct TemplateReport {
+  uint32_t kind;         // ReportKind
+  uint32_t slot;         // forked
+  uint64_t request;      // forked: its ForkRequest
   int32_t pid;
-  int32_t error;  // errno of what failed
-  uint32_t failed_step;  // ForkStep
+  int32_t error;         // forked: errno of what failed
+  uint32_t failed_step;  // forked: ForkStep
+  int32_t status;        // ended: exit status
+  int32_t signal;        // ended: terminating signal, or 0
+  uint32_t reserved;
 };
 
+enum ReportKind : uint32_t { kReportForked = 1, kReportEnded = 2 };
 enum ForkStep : uint32_t { kForkOk, kForkOpenOutput, kForkFork };
 
 }  // namespace bgpool

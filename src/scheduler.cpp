@@ -403,6 +403,7 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
   std::deque<Range>& pending = gather.pending();
   if (n > 0) pending.push_back({0, static_cast<double>(n)});
   int workers = pool.size();
+  R_xlen_t even_share = 0;
   while (!gather.stopped()) {
     bool sent = true;
     while (sent && !pending.empty() && !gather.stopped()) {
@@ -412,10 +413,17 @@ SEXP run_elements(Pool& pool, SEXP job, SEXP inputs, bool is_map, R_xlen_t n,
         // With a time limit nothing waits behind a task that may be stopped;
         // until the tasks' duration is known, one chunk per worker (to size
         // the next ones) rather than two.
-        int depth = timeout > 0 || gather.estimate() < 0 ? 1 : kDepth;
+        int depth = timeout > 0 || gather.estimate() < 0 || even_share > 0 ? 1 : kDepth;
         if (!w.usable() || static_cast<int>(w.in_flight.size()) >= depth) continue;
-        R_xlen_t size = next_chunk(static_cast<R_xlen_t>(total(pending)), n, workers,
-                                   gather.estimate(), chunk_size);
+        R_xlen_t remaining = static_cast<R_xlen_t>(total(pending));
+        // When a worker's share of what remains is little work, each takes
+        // that share in one message, as parLapply() sends: more messages
+        // would cost more than the balance they buy.
+        if (even_share == 0 && chunk_size <= 0 && gather.estimate() >= 0 &&
+            static_cast<double>(remaining) * gather.estimate() <= workers * kTargetChunkSeconds)
+          even_share = (remaining + workers - 1) / workers;
+        R_xlen_t size = next_chunk(remaining, n, workers, gather.estimate(),
+                                   chunk_size > 0 ? chunk_size : even_share);
         Range range = take(pending, size);
         R_xlen_t from = static_cast<R_xlen_t>(range.start);
         R_xlen_t len = static_cast<R_xlen_t>(range.length);

@@ -113,32 +113,42 @@ bool is_shared(SEXP x) {
 }
 
 // In a message being written: the position of the segment's descriptor
-// among the message's (the same segment twice goes once). Elsewhere NULL:
-// R writes the values.
+// among the message's (the same segment twice goes once) and the vector's
+// length (a segment's size may be rounded up to whole pages). Elsewhere
+// NULL: R writes the values.
 SEXP shared_serialized_state(SEXP x) {
   Segment* s = segment_of(x);
   if (!writing_fds || !s || s->fd < 0) return nullptr;
   auto at = std::find(writing_fds->begin(), writing_fds->end(), s->fd);
   if (at == writing_fds->end()) at = writing_fds->insert(writing_fds->end(), s->fd);
-  return Rf_ScalarInteger(static_cast<int>(at - writing_fds->begin()) + 1);
+  SEXP state = Rf_allocVector(REALSXP, 2);
+  REAL(state)[0] = static_cast<double>(at - writing_fds->begin());
+  REAL(state)[1] = static_cast<double>(shared_length(x));
+  return state;
 }
 
-// Maps descriptor `state` of the message being read, as a vector of `type`.
+// Maps the descriptor `state` names, in the message being read, as a
+// vector of `type`.
 template <SEXPTYPE type>
 SEXP shared_unserialize(SEXP, SEXP state) {
-  if (!reading_conn || TYPEOF(state) != INTSXP)
+  if (!reading_conn || TYPEOF(state) != REALSXP || XLENGTH(state) != 2)
     Rf_error("bgpool: a shared vector arrived outside a message of the pool");
-  int fd = reading_conn->take_descriptor(static_cast<size_t>(INTEGER(state)[0] - 1));
+  int fd = reading_conn->take_descriptor(static_cast<size_t>(REAL(state)[0]));
   if (fd < 0) Rf_error("bgpool: a shared vector arrived without its memory");
+  R_xlen_t length = static_cast<R_xlen_t>(REAL(state)[1]);
+  size_t bytes = static_cast<size_t>(length) * element_size(type);
   struct stat info;
-  size_t bytes = fstat(fd, &info) == 0 ? static_cast<size_t>(info.st_size) : 0;
+  if (fstat(fd, &info) != 0 || static_cast<size_t>(info.st_size) < bytes) {
+    close(fd);
+    Rf_error("bgpool: a shared vector arrived with less memory than its length needs");
+  }
   void* addr = bytes ? os::map_private(fd, bytes) : nullptr;
   close(fd);
   if (bytes && !addr) Rf_error("bgpool: cannot map a shared vector's memory");
   auto* segment = new Segment;
   segment->addr = addr;
   segment->bytes = bytes;
-  return new_shared(type, static_cast<R_xlen_t>(bytes / element_size(type)), segment);
+  return new_shared(type, length, segment);
 }
 
 template <SEXPTYPE type, typename Make>
@@ -206,7 +216,7 @@ SEXP share_vector(SEXP x) {
   const void* data = bytes ? DATAPTR_RO(x) : nullptr;
   auto* segment = new Segment;
   try {
-    segment->fd = os::create_shared_segment(data, bytes);
+    segment->fd = os::create_shared_segment("bgpool", data, bytes);
   } catch (...) {
     delete segment;
     throw;
@@ -286,43 +296,3 @@ void release_segment(SEXP x) {
 // Whether `x` is a shared vector.
 // [[Rcpp::export(rng = false)]]
 bool is_shared_vector(SEXP x) { return bgpool::is_shared(x); }
-
-namespace {
-
-// Whether `x` holds, within it, an environment that may change after it
-// was looked at: any but the global, base, empty, namespace and package
-// environments (which travel by name). Promises count; so does anything
-// deeper than the walk goes.
-bool holds_environment(SEXP x, int depth) {
-  if (depth > 64) return true;
-  switch (TYPEOF(x)) {
-    case ENVSXP:
-      return !(x == R_GlobalEnv || x == R_BaseEnv || x == R_BaseNamespace || x == R_EmptyEnv ||
-               R_IsNamespaceEnv(x) || R_IsPackageEnv(x));
-    case PROMSXP:
-      return true;
-    case CLOSXP:
-      return holds_environment(CLOENV(x), depth + 1) || holds_environment(FORMALS(x), depth + 1) ||
-             holds_environment(BODY(x), depth + 1);
-    case VECSXP:
-    case EXPRSXP:
-      for (R_xlen_t i = 0; i < XLENGTH(x); ++i)
-        if (holds_environment(VECTOR_ELT(x, i), depth + 1)) return true;
-      break;
-    case LISTSXP:
-    case LANGSXP:
-      for (SEXP cell = x; cell != R_NilValue; cell = CDR(cell))
-        if (holds_environment(CAR(cell), depth + 1)) return true;
-      break;
-    default:
-      break;
-  }
-  return ATTRIB(x) != R_NilValue && holds_environment(ATTRIB(x), depth + 1);
-}
-
-}  // namespace
-
-// Whether a snapshot of `x` must be taken to keep it as it is now: it
-// holds environments other than those that travel by name.
-// [[Rcpp::export(rng = false)]]
-bool holds_environments(SEXP x) { return holds_environment(x, 0); }

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/file.h>
+#if BGPOOL_LINUX
 #include <sys/random.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,17 +89,42 @@ void trim_file(const std::string& path, size_t limit, size_t keep) {
   close(fd);
 }
 
-std::string random_hex(size_t nbytes) {
-  std::unique_ptr<unsigned char[]> bytes(new unsigned char[nbytes]);
+namespace {
+
+// Fills `out` with random bytes from the kernel.
+void random_bytes(unsigned char* out, size_t n) {
+#if BGPOOL_LINUX
   size_t got = 0;
-  while (got < nbytes) {
-    ssize_t rc = getrandom(bytes.get() + got, nbytes - got, 0);
+  while (got < n) {
+    ssize_t rc = getrandom(out + got, n - got, 0);
     if (rc < 0) {
       if (errno == EINTR) continue;
       throw sys_error("getrandom");
     }
     got += static_cast<size_t>(rc);
   }
+#else
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw sys_error("cannot open /dev/urandom");
+  size_t got = 0;
+  while (got < n) {
+    ssize_t rc = read(fd, out + got, n - got);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) {
+      close(fd);
+      throw sys_error("cannot read /dev/urandom");
+    }
+    got += static_cast<size_t>(rc);
+  }
+  close(fd);
+#endif
+}
+
+}  // namespace
+
+std::string random_hex(size_t nbytes) {
+  std::unique_ptr<unsigned char[]> bytes(new unsigned char[nbytes]);
+  random_bytes(bytes.get(), nbytes);
   static const char digits[] = "0123456789abcdef";
   std::string out;
   for (size_t i = 0; i < nbytes; ++i) {

@@ -1,11 +1,13 @@
-// Process start, reaping and signals with posix_spawn and waitpid.
+// Processes: start with posix_spawn, reap with waitpid, signals, the
+// lifeline that ends a worker with its master.
 #include "../platform.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <system_error>
+#include <thread>
 
 extern char** environ;
 
@@ -21,8 +24,6 @@ namespace bgpool {
 namespace os {
 
 namespace {
-
-constexpr int kPassedStdout = 3, kPassedStderr = 4;
 
 // posix_spawn's C interface wants mutable char*; the strings outlive the call.
 std::vector<char*> c_strings(std::vector<std::string>& strings) {
@@ -49,6 +50,22 @@ std::vector<std::string> environment_with(const std::vector<std::string>& extra)
   return out;
 }
 
+ExitInfo exit_info(int status) {
+  ExitInfo info;
+  info.exited = true;
+  if (WIFSIGNALED(status)) info.signal = WTERMSIG(status);
+  else if (WIFEXITED(status)) info.status = WEXITSTATUS(status);
+  return info;
+}
+
+constexpr int kFirstCopyFd = 64;
+
+[[noreturn]] void exit_saying(const char* what) {
+  // (stderr may be the only place left to say it)
+  dprintf(2, "bgpool worker: %s: %s\n", what, strerror(errno));
+  exit_now(70);
+}
+
 }  // namespace
 
 pid_t spawn(const SpawnSpec& spec) {
@@ -58,14 +75,28 @@ pid_t spawn(const SpawnSpec& spec) {
   auto c_argv = c_strings(argv);
   auto c_envp = c_strings(envp);
 
+  // Descriptors are passed from copies numbered above any the child gets,
+  // so that no dup2() overwrites a source another still needs, and none is
+  // its own target (which would keep its close-on-exec flag).
+  struct Copies {
+    std::vector<int> fds;
+    ~Copies() {
+      for (int fd : fds) close(fd);
+    }
+  } copies;
+  for (const auto& pass : spec.pass_fds) {
+    int copy = fcntl(pass.first, F_DUPFD_CLOEXEC, kFirstCopyFd);
+    if (copy < 0) throw sys_error("cannot pass a descriptor to " + spec.program);
+    copies.fds.push_back(copy);
+  }
+
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
-  if (spec.pass_stdio) {  // before fds 1 and 2 are pointed at the log
-    posix_spawn_file_actions_adddup2(&actions, 1, kPassedStdout);
-    posix_spawn_file_actions_adddup2(&actions, 2, kPassedStderr);
-  }
+  // (before fds 1 and 2 are pointed at the log, when they are passed on)
+  for (size_t i = 0; i < spec.pass_fds.size(); ++i)
+    posix_spawn_file_actions_adddup2(&actions, copies.fds[i], spec.pass_fds[i].second);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
                                    O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -96,18 +127,30 @@ pid_t spawn(const SpawnSpec& spec) {
 }
 
 ExitInfo reap(pid_t pid) {
-  ExitInfo info;
   int status = 0;
   pid_t rc;
   do rc = waitpid(pid, &status, WNOHANG);
   while (rc < 0 && errno == EINTR);
-  if (rc == 0) return info;  // running
-  info.exited = true;
-  if (rc < 0) return info;   // already reaped elsewhere: gone all the same
-  if (WIFSIGNALED(status)) info.signal = WTERMSIG(status);
-  else if (WIFEXITED(status)) info.status = WEXITSTATUS(status);
-  return info;
+  if (rc == 0) return ExitInfo();  // running
+  if (rc < 0) {                    // not ours to reap: gone all the same
+    ExitInfo info;
+    info.exited = true;
+    info.known = false;
+    return info;
+  }
+  return exit_info(status);
 }
+
+std::pair<pid_t, ExitInfo> reap_any() {
+  int status = 0;
+  pid_t rc;
+  do rc = waitpid(-1, &status, WNOHANG);
+  while (rc < 0 && errno == EINTR);
+  if (rc <= 0) return {0, ExitInfo()};
+  return {rc, exit_info(status)};
+}
+
+bool gone(pid_t pid) { return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH); }
 
 void send_signal(pid_t pid, int sig) {
   if (pid > 0) kill(pid, sig);
@@ -130,70 +173,34 @@ std::string signal_name(int sig) {
 }
 
 std::string describe_exit(const ExitInfo& exit) {
+  if (!exit.known) return "ended (how is not known: the process that started it is gone)";
   return exit.signal ? "was killed by " + signal_name(exit.signal)
                      : "exited with status " + std::to_string(exit.status);
 }
 
-bool is_child(pid_t pid) {
-  siginfo_t info{};
-  // WNOWAIT: look without reaping
-  return waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+std::pair<int, int> make_pipe() {
+  int fds[2];
+  if (pipe(fds) != 0) throw sys_error("pipe");
+  set_flags(fds[0], false);
+  set_flags(fds[1], false);
+  return {fds[0], fds[1]};
 }
 
-bool set_child_subreaper(bool on) {
-  int old = 0;
-  if (prctl(PR_GET_CHILD_SUBREAPER, &old) != 0 || prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0) != 0)
-    throw sys_error("prctl(PR_SET_CHILD_SUBREAPER)");
-  return old != 0;
-}
-
-bool wait_for_adoption(pid_t master, double timeout_seconds) {
-  for (double waited = 0; getppid() != master; waited += 0.001) {
-    if (waited > timeout_seconds) return false;
-    usleep(1000);
-  }
-  die_with_parent(master);
-  return true;
-}
-
-// The child tells the grandchild's pid through a pipe before it exits.
-pid_t fork_orphan() {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) < 0) throw sys_error("pipe");
-  pid_t child = fork();
-  if (child < 0) {
-    int saved = errno;
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    errno = saved;
-    throw sys_error("fork");
-  }
-  if (child == 0) {
-    close(pipe_fds[0]);
-    pid_t grandchild = fork();
-    if (grandchild == 0) {
-      close(pipe_fds[1]);
-      return 0;
+void exit_with_lifeline(int fd) {
+  // The thread takes no signals (they stay the main thread's, where R acts
+  // on them): it is made while all are blocked here, and inherits that.
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &previous);
+  std::thread([fd] {
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      int rc = poll(&p, 1, -1);
+      if (rc > 0) exit_now(1);  // the master's end closed (nothing is ever written)
+      if (rc < 0 && errno != EINTR) exit_now(1);
     }
-    int report = grandchild < 0 ? -errno : grandchild;
-    ssize_t ignored = write(pipe_fds[1], &report, sizeof report);
-    (void)ignored;  // the parent sees a short read as a failed fork
-    exit_now(0);
-  }
-  close(pipe_fds[1]);
-  int report = -EAGAIN;
-  ssize_t got;
-  do got = read(pipe_fds[0], &report, sizeof report);
-  while (got < 0 && errno == EINTR);
-  close(pipe_fds[0]);
-  int status;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (got != sizeof report || report < 0) {
-    errno = got == sizeof report ? -report : EAGAIN;
-    throw sys_error("fork");
-  }
-  return report;
+  }).detach();
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 // O_NONBLOCK: a named pipe that nobody reads fails at once (ENXIO) instead
@@ -204,32 +211,10 @@ int open_output(const std::string& path) {
   return fd;
 }
 
-namespace {
-
-[[noreturn]] void exit_saying(const char* what) {
-  // (stderr may be the only place left to say it)
-  dprintf(2, "bgpool worker: %s: %s\n", what, strerror(errno));
-  exit_now(70);
-}
-
-}  // namespace
-
-void redirect_output(int fd) {
-  int out = fd >= 0 ? fd : kPassedStdout;
-  int err = fd >= 0 ? fd : kPassedStderr;
-  if (dup2(out, 1) < 0 || dup2(err, 2) < 0) exit_saying("cannot redirect its output");
-  if (fd >= 0) {
-    close(fd);
-  } else {
-    close(kPassedStdout);
-    close(kPassedStderr);
-  }
-}
-
-void die_with_parent(pid_t expected_parent) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) exit_saying("prctl(PR_SET_PDEATHSIG)");
-  // The master may have died before prctl took effect.
-  if (getppid() != expected_parent) exit_now(1);
+void redirect_output(int fd, int out, int err) {
+  if (dup2(fd >= 0 ? fd : out, 1) < 0 || dup2(fd >= 0 ? fd : err, 2) < 0)
+    exit_saying("cannot redirect its output");
+  if (fd >= 0) close(fd);
 }
 
 // The exit system call itself, which is all _exit() does. A forked child
@@ -237,7 +222,11 @@ void die_with_parent(pid_t expected_parent) {
 // handlers and flush the stdio buffers it copied from R; R CMD check
 // rejects a call of _exit() in a package, not knowing it runs in a fork.
 void exit_now(int status) {
+#if defined(SYS_exit_group)
   for (;;) syscall(SYS_exit_group, status);
+#else
+  for (;;) syscall(SYS_exit, status);
+#endif
 }
 
 }  // namespace os

@@ -47,7 +47,7 @@ children_of <- function(pid) {
 memfds <- function() {
   fds <- list.files("/proc/self/fd", full.names = TRUE)
   targets <- suppressWarnings(vapply(fds, Sys.readlink, ""))
-  sum(grepl("memfd:bgpool", targets))
+  sum(grepl(segment_pattern, targets))
 }
 
 # (shared segments are counted apart)
@@ -221,16 +221,19 @@ run_trial <- function(t, state) {
   if (!is.null(once_dir)) unlink(once_dir, recursive = TRUE)
   # nothing leaked
   info <- bgpool:::pool_info()
+  # the master's one child is the template, whose children are the workers
   kids <- children_of(Sys.getpid())
-  if (length(kids) != t$size + 1L || !all(info$pids %in% kids))
-    problems <- c(problems, sprintf("the master has %d children, not its %d workers and template",
-                                    length(kids), t$size))
+  workers <- if (length(kids) == 1L) children_of(kids) else integer()
+  if (length(kids) != 1L || length(workers) != t$size || !all(info$pids %in% workers))
+    problems <- c(problems, sprintf("the master has %d children and they %d, not the template and its %d workers",
+                                    length(kids), length(workers), t$size))
   if (open_fds() != state$fds)
     problems <- c(problems, sprintf("%d descriptors open, %d after the pool started", open_fds(), state$fds))
   shared <- length(bgpool:::held_segments())
   if (memfds() != shared)
     problems <- c(problems, sprintf("%d shared segments open, %d held", memfds(), shared))
-  mapped <- unlist(pool_evalq(sum(grepl("memfd:bgpool", readLines("/proc/self/maps")))))
+  mapped <- unlist(pool_call(function(pattern) sum(grepl(pattern, readLines("/proc/self/maps"))),
+                             segment_pattern))
   if (any(mapped > shared))
     problems <- c(problems, sprintf("workers map %s segments, %d held", toString(mapped), shared))
   extra <- unexpected_files(info)

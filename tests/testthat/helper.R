@@ -1,5 +1,19 @@
 # Shared helpers for the bgpool test suite.
 
+# How a shared segment of vector data shows among a process's descriptors
+# (/proc/<pid>/fd) and mappings (/proc/<pid>/maps): a memfd on Linux, an
+# unlinked shm_open() file in the POSIX-only build. (The pool's cancel
+# board, "bgpool_cancel", is not one.)
+segment_pattern <- "(memfd:bgpool|/bgpool-[0-9a-f]{12}) \\(deleted\\)"
+
+# Whether the suite runs against the "psock" backend (Windows's; .ci/test.R
+# sets BGPOOL_BACKEND=psock), and a skip for what only the native backend
+# has, saying what.
+on_psock <- function() identical(Sys.getenv("BGPOOL_BACKEND"), "psock")
+skip_on_psock <- function(why) {
+  if (on_psock()) skip(paste("not a feature of the psock backend:", why))
+}
+
 # Number of workers to use in tests: 2, but never more than 2 and never
 # more than R CMD check allows when _R_CHECK_LIMIT_CORES_ is set.
 test_pool_size <- function() {
@@ -12,7 +26,8 @@ test_pool_size <- function() {
 }
 
 # Is the process `pid` alive? A zombie (state "Z" in /proc/<pid>/stat)
-# counts as dead.
+# counts as dead once its other threads have ended too (a killed process's
+# main thread can be a zombie while a thread still holds its descriptors).
 pid_alive <- function(pid) {
   vapply(pid, function(p) {
     stat <- file.path("/proc", p, "stat")
@@ -24,7 +39,7 @@ pid_alive <- function(pid) {
     # first field after the last ')'.
     rest <- sub("^.*\\)\\s*", "", line)
     state <- substr(rest, 1L, 1L)
-    !identical(state, "Z")
+    !identical(state, "Z") || length(list.files(file.path("/proc", p, "task"))) > 1L
   }, logical(1), USE.NAMES = FALSE)
 }
 
@@ -120,3 +135,7 @@ expect_accounted <- function(err, expected) {
   others <- setdiff(seq_len(n), err$finished)
   expect_true(all(vapply(err$results[others], is.null, NA)))
 }
+
+# How a lost worker ended, as the error says: the psock backend's workers
+# are not its children, so it knows only that the connection closed.
+died_how <- function(native) if (on_psock()) "ended: its connection closed" else native

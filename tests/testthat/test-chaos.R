@@ -24,6 +24,7 @@ test_that("random faults in combination never give a wrong answer, and leave not
   # minutes of child processes: make test runs it (NOT_CRAN=true), CRAN not
   skip_on_cran()
   skip_without_processx()
+  skip_on_psock("the faults and leak checks here are the native core's (its template, shared segments, cancel signals)")
   plan <- chaos_plan()
   master <- normalizePath("chaos-master.R")
   message(sprintf("\nchaos: %d trials, seed %d (BGPOOL_CHAOS_SEED=%d replays them)",
@@ -32,6 +33,7 @@ test_that("random faults in combination never give a wrong answer, and leave not
   rows <- list()
   for (batch in batches) {
     child <- local_r_child(bquote({
+      segment_pattern <- .(segment_pattern)
       source(.(master))
       save_result(run_chaos(.(plan$seed), .(batch)))
     }))

@@ -5,7 +5,7 @@ test_that("parallel's functions give PSOCK's results on the pool's cluster", {
   local_pool()
   cl <- pool_cluster()
   ref <- local_psock()
-  expect_s3_class(cl, c("bgpool_cluster", "cluster"))
+  expect_s3_class(cl, if (on_psock()) c("SOCKcluster", "cluster") else c("bgpool_cluster", "cluster"))
   expect_length(cl, pool_size())
   expect_identical(pool_cluster(), cl)
 
@@ -54,10 +54,11 @@ test_that("clusterSetRNGStream gives the workers PSOCK's streams", {
   expect_identical(draw(), ours)
 })
 
-test_that("a node's error, warning and a worker's death are reported as parallel reports them", {
+test_that("a node's error and warning are reported as parallel reports them", {
   local_pool(2)
   cl <- pool_cluster()
   expect_error(parallel::clusterEvalQ(cl, stop("boom")), "2 nodes produced errors; first error: boom")
+  skip_on_psock("its cluster is parallel's own, whose nodes keep their warnings, as makeCluster()'s do")
   warned <- character()
   res <- withCallingHandlers(parallel::clusterEvalQ(cl, { warning("careful"); 1 }),
                              warning = function(w) {
@@ -66,7 +67,12 @@ test_that("a node's error, warning and a worker's death are reported as parallel
                              })
   expect_identical(warned, c("careful", "careful"))
   expect_identical(res, list(1, 1))
+})
 
+test_that("a worker's death is a node's error, and the next call replaces it", {
+  skip_on_psock("its cluster is parallel's own: a node that dies fails as parallel fails it, and pool_cluster() gives the replacement")
+  local_pool(2)
+  cl <- pool_cluster()
   pids <- pool_pids()
   err <- expect_error(parallel::clusterCall(cl, function(i) if (Sys.getpid() == i) quit(status = 3) else 1,
                                             pids[1]),
@@ -122,6 +128,7 @@ test_that("futures run on the pool: asynchronously, more futures than workers, r
 })
 
 test_that("a pool_*() call while futures run waits for them; their results stay collectable", {
+  skip_on_psock("a pool call refuses to run while futures are uncollected (tested below)")
   skip_if_not_installed("future")
   local_pool(2)
   old <- future::plan(future::cluster, workers = pool_cluster())
@@ -130,6 +137,19 @@ test_that("a pool_*() call while futures run waits for them; their results stay 
   expect_identical(pool_sapply(1:4, function(i) -i), -(1:4))
   expect_true(all(vapply(fs, future::resolved, NA)))
   expect_identical(unlist(future::value(fs)), 1:2)
+})
+
+test_that("psock backend: a pool_*() call while futures are uncollected says so; once they are, it runs", {
+  skip_if_not(on_psock(), "the psock backend's behaviour (the native one waits, tested above)")
+  skip_if_not_installed("future")
+  local_pool(2)
+  old <- future::plan(future::cluster, workers = pool_cluster())
+  withr::defer(future::plan(old))
+  fs <- lapply(1:2, function(i) future::future({ Sys.sleep(0.5); i }))
+  err <- expect_error(pool_sapply(1:4, function(i) -i), class = "bgpool_cluster_busy")
+  expect_match(conditionMessage(err), "future::value()", fixed = TRUE)
+  expect_identical(unlist(future::value(fs)), 1:2)
+  expect_identical(pool_sapply(1:4, function(i) -i), -(1:4))
 })
 
 test_that("stopCluster() deletes the pool; the old cluster then says what to do", {
@@ -143,6 +163,7 @@ test_that("stopCluster() deletes the pool; the old cluster then says what to do"
   eval(quote(parallel::stopCluster(cl)), list(cl = cl), globalenv())
   expect_false(pool_exists())
   expect_true(wait_pids_gone(pids))
+  skip_on_psock("its cluster is parallel's own, which knows nothing of the pool once deleted")
   expect_output(print(cl), "pool has been deleted")
   expect_error(parallel::clusterEvalQ(cl, 1), "call init_pool\\(\\)|create one with init_pool\\(\\)",
                class = "bgpool_no_pool")
@@ -177,6 +198,7 @@ cluster_without_tcp <- quote({
 })
 
 test_that("the pool's cluster runs parallel, foreach and future without any TCP socket", {
+  skip_on_psock("it runs over localhost TCP, as parallel's socket cluster does")
   skip_if_not_installed("foreach")
   skip_if_not_installed("doParallel")
   skip_if_not_installed("future")
@@ -191,6 +213,7 @@ test_that("the pool's cluster runs parallel, foreach and future without any TCP 
 })
 
 test_that("strace sees no AF_INET or AF_INET6 socket made by the master or its workers", {
+  skip_on_psock("it runs over localhost TCP, as parallel's socket cluster does")
   skip_if_not_installed("foreach")
   skip_if_not_installed("doParallel")
   skip_if_not_installed("future")

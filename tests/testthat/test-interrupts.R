@@ -45,9 +45,19 @@ check_interrupted_call <- function(call) {
   expect_lt(res$second_time, 2)
   expect_identical(res$third, list(x = "x 1", y = "y 2", z = "z 3"))
   expect_lt(res$third_time, 1)
-  # the workers were interrupted, not replaced
-  expect_identical(res$pids_after, res$pids)
+  expect_workers_kept(res)
   expect_identical(res$size, 2L)
+}
+
+# The workers of an interrupted call are interrupted, not replaced; the
+# psock backend cannot cancel a task, so it replaces them.
+expect_workers_kept <- function(res) {
+  if (on_psock()) {
+    expect_length(res$pids_after, length(res$pids))
+    expect_false(anyNA(res$pids_after))
+  } else {
+    expect_identical(res$pids_after, res$pids)
+  }
 }
 
 test_that("SIGINT during pool_lapply returns at once; the next call is right and quick on the same workers", {
@@ -70,6 +80,7 @@ test_that("SIGINT during pool_call/pool_evalq returns at once; the next call is 
 })
 
 test_that("SIGINT during a call through the pool's cluster returns at once; the next call is right", {
+  skip_on_psock("pool calls wait for an interrupted cluster call's replies, which its cluster cannot tell from a future's (it refuses instead)")
   check_interrupted_call(quote(parallel::clusterApplyLB(pool_cluster(), 1:4, long)))
 })
 
@@ -116,7 +127,7 @@ test_that("a master call stopped by setTimeLimit() leaves the pool right for the
   expect_match(res$third, "reached elapsed time limit", fixed = TRUE)
   expect_lt(res$third_time, 2.5)
   expect_identical(res$fourth, list(9L, 9L, 9L))
-  expect_identical(res$pids_after, res$pids)
+  expect_workers_kept(res)
 })
 
 test_that("a second SIGINT while the next call settles the cancelled one still leaves the pool right", {
@@ -151,7 +162,7 @@ test_that("a second SIGINT while the next call settles the cancelled one still l
   expect_identical(res$second, "interrupted")
   expect_identical(res$third, (1:4) + 0.5)
   expect_lt(res$third_time, 2)
-  expect_identical(res$pids_after, res$pids)
+  expect_workers_kept(res)
 })
 
 # A send that waits because the worker is busy (its socket is full) when the
@@ -185,6 +196,7 @@ blocked_send_child <- function(stop_it) {
 }
 
 test_that("the time limit during a send blocked by a busy worker: that error, nothing printed, no worker lost", {
+  skip_on_psock("a send cut short leaves parallel's stream half-written, so that worker is replaced")
   child <- local_r_child(blocked_send_child(quote(setTimeLimit(elapsed = 1, transient = TRUE))))
   res <- child_result(child, 60)
   expect_identical(res$first, "error: reached elapsed time limit")
@@ -197,6 +209,7 @@ test_that("the time limit during a send blocked by a busy worker: that error, no
 })
 
 test_that("Ctrl-C during a send blocked by a busy worker: an interrupt, and no worker lost", {
+  skip_on_psock("a send cut short leaves parallel's stream half-written, so that worker is replaced")
   child <- local_r_child(blocked_send_child(NULL))
   child_wait_for(child, "^SENDING", 60)
   Sys.sleep(0.5)
@@ -205,7 +218,7 @@ test_that("Ctrl-C during a send blocked by a busy worker: an interrupt, and no w
   expect_identical(res$first, "interrupt")
   expect_identical(res$second, (1:6) * 2L)
   expect_identical(res$third, 2:5)
-  expect_identical(res$pids_after, res$pids)
+  expect_workers_kept(res)
 })
 
 test_that("Ctrl-C while the master waits between messages costs no worker, many times over", {
@@ -232,5 +245,5 @@ test_that("Ctrl-C while the master waits between messages costs no worker, many 
   res <- child_result(child, 60)
   expect_identical(res$outcomes, rep("interrupt", 5))
   expect_identical(res$after, -(1:4))
-  expect_identical(res$pids_after, res$pids)
+  expect_workers_kept(res)
 })

@@ -35,7 +35,9 @@ test_that("rscript names the program that starts the workers", {
                             sprintf("exec '%s' \"$@\"", file.path(R.home("bin"), "Rscript"))))
   local_pool_with(2, rscript = rscript)
   expect_true(file.exists(marker))
-  expect_match(readLines(marker), "bgpool:::template_main()", fixed = TRUE)
+  # the native template, or parallel's worker (the psock backend)
+  expect_match(readLines(marker), if (on_psock()) "parallel:::.workRSOCK" else "bgpool:::template_main()",
+               fixed = TRUE)
   expect_identical(pool_sapply(1:4, function(i) i * 2L), c(2L, 4L, 6L, 8L))
 
   err <- expect_error(init_pool(1, restart = TRUE, rscript = file.path(tempdir(), "no-such-Rscript")),
@@ -49,7 +51,8 @@ test_that("setup_timeout limits how long the workers may take to start", {
   t0 <- Sys.time()
   err <- expect_error(suppressMessages(init_pool(1, rscript = slow, setup_timeout = 1)),
                       class = "bgpool_start_failed")
-  expect_lt(elapsed_since(t0), 4)
+  # (parallel, under the psock backend, waits 5 seconds beyond setup_timeout)
+  expect_lt(elapsed_since(t0), if (on_psock()) 9 else 4)
   expect_match(conditionMessage(err), "did not connect within 1 seconds", fixed = TRUE)
   expect_match(conditionMessage(err), "setup_timeout", fixed = TRUE)
   expect_false(pool_exists())

@@ -161,6 +161,7 @@ test_that("a pool can be created again after delete_pool", {
 })
 
 test_that("init_pool() removes only pool directories whose master has died, judged by their lock, not by pid", {
+  skip_on_psock("its pool directories hold no lock; the native core's do")
   skip_if(!nzchar(Sys.which("flock")), "the flock program (util-linux) is not installed")
   skip_without_processx()
   suppressMessages(delete_pool())
@@ -190,6 +191,7 @@ test_that("init_pool() removes only pool directories whose master has died, judg
 })
 
 test_that("a worker that dies before greeting the master fails init_pool() at once, saying how, leaving nothing", {
+  skip_on_psock("BGPOOL_TEST_EXIT_BEFORE_GREETING is a hook of the native worker's start")
   suppressMessages(delete_pool())
   before <- descendant_pids()
   t0 <- Sys.time()
@@ -239,9 +241,11 @@ test_that("a process forked from the master (mcparallel) cannot use the master's
     })
     forked <- parallel::mccollect(job)[[1]]
     after <- pool_sapply(1:4, function(i) i + 1)
-    kids <- scan(sprintf("/proc/%d/task/%d/children", Sys.getpid(), Sys.getpid()), quiet = TRUE)
+    children <- function(pid) scan(sprintf("/proc/%d/task/%d/children", pid, pid), quiet = TRUE)
+    kids <- children(Sys.getpid())
     save_result(list(forked = forked, after = after, pids = pids,
-                     pids_after = bgpool:::pool_info()$pids, kids = kids))
+                     pids_after = bgpool:::pool_info()$pids, kids = kids,
+                     grandchildren = unlist(lapply(kids, children))))
   }))
   res <- child_result(child, 60)
   expect_true("bgpool_no_pool" %in% res$forked$class)
@@ -251,7 +255,8 @@ test_that("a process forked from the master (mcparallel) cannot use the master's
   expect_false(res$forked$own_pid %in% res$pids)
   expect_identical(res$after, c(2, 3, 4, 5))
   expect_identical(res$pids_after, res$pids)
-  # the master's children: its template and its two workers, nothing else
-  expect_length(res$kids, 3L)
-  expect_true(all(res$pids %in% res$kids))
+  skip_on_psock("parallel starts its workers detached, not as the master's descendants")
+  # the master's one child is its template, whose children are the two workers
+  expect_length(res$kids, 1L)
+  expect_setequal(res$grandchildren, res$pids)
 })

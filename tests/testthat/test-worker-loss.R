@@ -19,7 +19,7 @@ test_that("a killed worker gives bgpool_worker_died and the pool recovers", {
   }
   skip_if(is.null(err), "the scheduler never gave element 3 to worker 1 in 20 tries")
   expect_s3_class(err, c("bgpool_worker_died", "bgpool_error", "error"))
-  expect_match(conditionMessage(err), "SIGKILL", fixed = TRUE)
+  expect_match(conditionMessage(err), died_how("SIGKILL"), fixed = TRUE)
   expect_match(conditionMessage(err), "element 3", fixed = TRUE)
   expect_true(3L %in% err$unfinished)
   finished <- setdiff(1:4, err$unfinished)
