@@ -33,9 +33,9 @@
 #'   functions, errors, `.retry`, `.timeout`, `.progress` and `.seed`; its
 #'   workers start as separate R processes and exchange values over
 #'   localhost TCP, a worker past `.timeout` (or whose call was
-#'   interrupted) is killed and replaced rather than cancelled, and all
-#'   workers write to one log. Without the option, the environment
-#'   variable `BGPOOL_BACKEND` is read.
+#'   interrupted) is killed and replaced rather than cancelled (README,
+#'   "Platforms", lists the other differences). Without the option, the
+#'   environment variable `BGPOOL_BACKEND` is read.
 #'
 #' @name bgpool_options
 #' @examples
