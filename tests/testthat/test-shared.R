@@ -13,12 +13,10 @@ worker_memfd_maps <- function() {
     sum(grepl(pattern, readLines("/proc/self/maps"))), segment_pattern))
 }
 
-test_that("every shareable vector type round-trips identically through shared memory", {
-  skip_on_psock("its workers share no memory: values travel serialized")
-  local_pool(2)
-  withr::local_options(bgpool.share_threshold = 1000)
-  n <- 5000
-  values <- list(
+# Values of every shareable type, with attributes, large enough to travel
+# as shared memory (threshold 1000 bytes).
+shareable_values <- function(n = 5000) {
+  list(
     dbl = c(runif(n - 4), NA, NaN, -0, Inf),
     int = c(sample.int(1000, n - 1, replace = TRUE), NA),
     lgl = c(rep(c(TRUE, FALSE), length.out = n - 1), NA),
@@ -27,8 +25,17 @@ test_that("every shareable vector type round-trips identically through shared me
     mat = matrix(runif(n), 50, dimnames = list(NULL, paste0("c", 1:100))),
     named = stats::setNames(seq_len(n) + 0.5, paste0("n", seq_len(n))),
     fac = factor(sample(letters, n, replace = TRUE)),
-    dates = as.Date("2020-01-01") + 0:(n - 1)
+    dates = as.Date("2020-01-01") + 0:(n - 1),
+    frame = data.frame(x = seq_len(n) + 0.25, y = sample.int(9, n, replace = TRUE))
   )
+}
+
+test_that("every shareable vector type round-trips identically through shared memory", {
+  skip_on_psock("its workers share no memory: values travel serialized")
+  local_pool(2)
+  withr::local_options(bgpool.share_threshold = 1000)
+  values <- shareable_values()
+  values$frame <- NULL  # the vectors themselves: 9 exports, 9 segments
   env <- list2env(values)
   pool_export(names(values), envir = env)
   for (name in names(values)) {
@@ -197,23 +204,6 @@ test_that("an export that a recorded call came after is kept for replay, so a re
   suppressMessages(init_pool(2))
   expect_identical(memfd_count(), before)
 })
-
-# Values of every shareable type, with attributes, large enough to travel
-# as shared memory (threshold 1000 bytes).
-shareable_values <- function(n = 5000) {
-  list(
-    dbl = c(runif(n - 4), NA, NaN, -0, Inf),
-    int = c(sample.int(1000, n - 1, replace = TRUE), NA),
-    lgl = c(rep(c(TRUE, FALSE), length.out = n - 1), NA),
-    raw = as.raw(sample(0:255, n, replace = TRUE)),
-    cpl = complex(real = runif(n), imaginary = runif(n)),
-    mat = matrix(runif(n), 50, dimnames = list(NULL, paste0("c", 1:100))),
-    named = stats::setNames(seq_len(n) + 0.5, paste0("n", seq_len(n))),
-    fac = factor(sample(letters, n, replace = TRUE)),
-    dates = as.Date("2020-01-01") + 0:(n - 1),
-    frame = data.frame(x = seq_len(n) + 0.25, y = sample.int(9, n, replace = TRUE))
-  )
-}
 
 test_that("results of every vector type, with attributes, come back through shared memory, identical", {
   skip_on_psock("its workers share no memory: values travel serialized")
