@@ -93,59 +93,11 @@ release_segment <- function(x) {
     invisible(.Call(`_bgpool_release_segment`, x))
 }
 
-is_shared_vector <- function(x) {
-    .Call(`_bgpool_is_shared_vector`, x)
-}
-
 can_append_to <- function(path) {
     .Call(`_bgpool_can_append_to`, path)
 }
 
 redirect_std_streams <- function(path) {
     .Call(`_bgpool_redirect_std_streams`, path)
-}
-
-worker_run_elements <- function(job, inputs, start) {
-    .Call(`_bgpool_worker_run_elements`, job, inputs, start)
-}
-
-worker_position <- function() {
-    .Call(`_bgpool_worker_position`)
-}
-
-worker_chunk_values <- function() {
-    .Call(`_bgpool_worker_chunk_values`)
-}
-
-worker_call <- function(fun, args) {
-    .Call(`_bgpool_worker_call`, fun, args)
-}
-
-template_serve <- function() {
-    .Call(`_bgpool_template_serve`)
-}
-
-worker_connect <- function(slot) {
-    invisible(.Call(`_bgpool_worker_connect`, slot))
-}
-
-worker_cancel_requested <- function() {
-    .Call(`_bgpool_worker_cancel_requested`)
-}
-
-worker_send <- function(request, values, error, warnings) {
-    .Call(`_bgpool_worker_send`, request, values, error, warnings)
-}
-
-worker_collect_later <- function() {
-    invisible(.Call(`_bgpool_worker_collect_later`))
-}
-
-worker_collect_if_asked <- function(state) {
-    invisible(.Call(`_bgpool_worker_collect_if_asked`, state))
-}
-
-worker_serve <- function(state) {
-    .Call(`_bgpool_worker_serve`, state)
 }
 

@@ -9,6 +9,4 @@
 #'
 #' @keywords internal
 #' @useDynLib bgpool, .registration = TRUE
-#' @importFrom Rcpp evalCpp
-#' @importFrom parallel stopCluster
 "_PACKAGE"

@@ -107,14 +107,14 @@ recvOneData.bgpool_cluster <- function(cl) {
   list(node = match(got$slot, slots), value = parallel_reply(got$reply))
 }
 
-#' @export
+#' @exportS3Method parallel::stopCluster
 stopCluster.bgpool_cluster <- function(cl = NULL) {
   if (in_current_pool(cl[[1L]]))
     delete_pool()
   invisible(NULL)
 }
 
-#' @export
+#' @exportS3Method parallel::stopCluster
 stopCluster.bgpool_psock_cluster <- function(cl = NULL) {
   if (identical(attr(cl, "pool"), .bgpool$pool) && pool_exists())
     delete_pool()

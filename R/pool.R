@@ -157,7 +157,7 @@ worker_options <- function(...) {
   if (length(twice))
     abort(sprintf("init_pool(): option `%s` is given more than once; give it once", twice[1L]),
           "bgpool_bad_argument")
-  options <- list(rscript = file.path(R.home("bin"), "Rscript"), rscript_args = character(),
+  options <- list(rscript = default_rscript(), rscript_args = character(),
                   rscript_envs = character(), outfile = NULL, methods = TRUE,
                   renice = NA_integer_, setup_timeout = getOption("bgpool.start_timeout", 60))
   unknown <- setdiff(names(given), c(names(options), no_effect_options))
@@ -185,6 +185,8 @@ worker_options <- function(...) {
     bad_option("setup_timeout", "a positive number of seconds")
   options
 }
+
+default_rscript <- function() file.path(R.home("bin"), "Rscript")
 
 bad_option <- function(name, what) {
   abort(sprintf("init_pool(): option `%s` must be %s", name, what), "bgpool_bad_argument")
@@ -241,6 +243,7 @@ check_outfile <- function(outfile) {
 }
 
 create_pool <- function(size, options) {
+  loadNamespace("Rcpp")  # in a native worker, which starts without it (see .onLoad)
   backend <- choose_backend()
   if (backend$name == "native") remove_orphaned_dirs()
   handle <- tryCatch(

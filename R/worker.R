@@ -157,3 +157,20 @@ worker_replay <- function(call) {
   worker_call(call$fun, call$args)
   invisible(NULL)
 }
+
+# The routines of the template and the native workers (src/entry.h); the
+# psock workers call worker_position(), worker_chunk_values(),
+# worker_call() and worker_run_elements() too.
+template_serve <- function() .Call(C_template_serve)
+worker_connect <- function(slot) .Call(C_worker_connect, slot)
+worker_serve <- function(state) .Call(C_worker_serve, state)
+worker_send <- function(request, values, error, warnings)
+  .Call(C_worker_send, request, values, error, warnings)
+worker_cancel_requested <- function() .Call(C_worker_cancel_requested)
+worker_collect_later <- function() .Call(C_worker_collect_later)
+worker_collect_if_asked <- function(state) .Call(C_worker_collect_if_asked, state)
+worker_run_elements <- function(job, inputs, start) .Call(C_worker_run_elements, job, inputs, start)
+worker_position <- function() .Call(C_worker_position)
+worker_chunk_values <- function() .Call(C_worker_chunk_values)
+worker_call <- function(fun, args) .Call(C_worker_call, fun, args)
+is_shared_vector <- function(x) .Call(C_is_shared_vector, x)

@@ -266,16 +266,6 @@ BEGIN_RCPP
     return R_NilValue;
 END_RCPP
 }
-// is_shared_vector
-bool is_shared_vector(SEXP x);
-RcppExport SEXP _bgpool_is_shared_vector(SEXP xSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type x(xSEXP);
-    rcpp_result_gen = Rcpp::wrap(is_shared_vector(x));
-    return rcpp_result_gen;
-END_RCPP
-}
 // can_append_to
 bool can_append_to(std::string path);
 RcppExport SEXP _bgpool_can_append_to(SEXP pathSEXP) {
@@ -296,114 +286,19 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
-// worker_run_elements
-SEXP worker_run_elements(SEXP job, SEXP inputs, double start);
-RcppExport SEXP _bgpool_worker_run_elements(SEXP jobSEXP, SEXP inputsSEXP, SEXP startSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type job(jobSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type inputs(inputsSEXP);
-    Rcpp::traits::input_parameter< double >::type start(startSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_run_elements(job, inputs, start));
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_position
-int worker_position();
-RcppExport SEXP _bgpool_worker_position() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_position());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_chunk_values
-SEXP worker_chunk_values();
-RcppExport SEXP _bgpool_worker_chunk_values() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_chunk_values());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_call
-SEXP worker_call(SEXP fun, SEXP args);
-RcppExport SEXP _bgpool_worker_call(SEXP funSEXP, SEXP argsSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type fun(funSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type args(argsSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_call(fun, args));
-    return rcpp_result_gen;
-END_RCPP
-}
-// template_serve
-int template_serve();
-RcppExport SEXP _bgpool_template_serve() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(template_serve());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_connect
-void worker_connect(int slot);
-RcppExport SEXP _bgpool_worker_connect(SEXP slotSEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< int >::type slot(slotSEXP);
-    worker_connect(slot);
-    return R_NilValue;
-END_RCPP
-}
-// worker_cancel_requested
-bool worker_cancel_requested();
-RcppExport SEXP _bgpool_worker_cancel_requested() {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    rcpp_result_gen = Rcpp::wrap(worker_cancel_requested());
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_send
-bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings);
-RcppExport SEXP _bgpool_worker_send(SEXP requestSEXP, SEXP valuesSEXP, SEXP errorSEXP, SEXP warningsSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type request(requestSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type values(valuesSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type error(errorSEXP);
-    Rcpp::traits::input_parameter< SEXP >::type warnings(warningsSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_send(request, values, error, warnings));
-    return rcpp_result_gen;
-END_RCPP
-}
-// worker_collect_later
-void worker_collect_later();
-RcppExport SEXP _bgpool_worker_collect_later() {
-BEGIN_RCPP
-    worker_collect_later();
-    return R_NilValue;
-END_RCPP
-}
-// worker_collect_if_asked
-void worker_collect_if_asked(SEXP state);
-RcppExport SEXP _bgpool_worker_collect_if_asked(SEXP stateSEXP) {
-BEGIN_RCPP
-    Rcpp::traits::input_parameter< SEXP >::type state(stateSEXP);
-    worker_collect_if_asked(state);
-    return R_NilValue;
-END_RCPP
-}
-// worker_serve
-bool worker_serve(SEXP state);
-RcppExport SEXP _bgpool_worker_serve(SEXP stateSEXP) {
-BEGIN_RCPP
-    Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< SEXP >::type state(stateSEXP);
-    rcpp_result_gen = Rcpp::wrap(worker_serve(state));
-    return rcpp_result_gen;
-END_RCPP
-}
+
+RcppExport SEXP C_is_shared_vector(SEXP);
+RcppExport SEXP C_template_serve();
+RcppExport SEXP C_worker_call(SEXP, SEXP);
+RcppExport SEXP C_worker_cancel_requested();
+RcppExport SEXP C_worker_chunk_values();
+RcppExport SEXP C_worker_collect_if_asked(SEXP);
+RcppExport SEXP C_worker_collect_later();
+RcppExport SEXP C_worker_connect(SEXP);
+RcppExport SEXP C_worker_position();
+RcppExport SEXP C_worker_run_elements(SEXP, SEXP, SEXP);
+RcppExport SEXP C_worker_send(SEXP, SEXP, SEXP, SEXP);
+RcppExport SEXP C_worker_serve(SEXP);
 
 static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_create", (DL_FUNC) &_bgpool_pool_create, 7},
@@ -429,20 +324,20 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_shared_copy", (DL_FUNC) &_bgpool_shared_copy, 1},
     {"_bgpool_shared_id", (DL_FUNC) &_bgpool_shared_id, 1},
     {"_bgpool_release_segment", (DL_FUNC) &_bgpool_release_segment, 1},
-    {"_bgpool_is_shared_vector", (DL_FUNC) &_bgpool_is_shared_vector, 1},
     {"_bgpool_can_append_to", (DL_FUNC) &_bgpool_can_append_to, 1},
     {"_bgpool_redirect_std_streams", (DL_FUNC) &_bgpool_redirect_std_streams, 1},
-    {"_bgpool_worker_run_elements", (DL_FUNC) &_bgpool_worker_run_elements, 3},
-    {"_bgpool_worker_position", (DL_FUNC) &_bgpool_worker_position, 0},
-    {"_bgpool_worker_chunk_values", (DL_FUNC) &_bgpool_worker_chunk_values, 0},
-    {"_bgpool_worker_call", (DL_FUNC) &_bgpool_worker_call, 2},
-    {"_bgpool_template_serve", (DL_FUNC) &_bgpool_template_serve, 0},
-    {"_bgpool_worker_connect", (DL_FUNC) &_bgpool_worker_connect, 1},
-    {"_bgpool_worker_cancel_requested", (DL_FUNC) &_bgpool_worker_cancel_requested, 0},
-    {"_bgpool_worker_send", (DL_FUNC) &_bgpool_worker_send, 4},
-    {"_bgpool_worker_collect_later", (DL_FUNC) &_bgpool_worker_collect_later, 0},
-    {"_bgpool_worker_collect_if_asked", (DL_FUNC) &_bgpool_worker_collect_if_asked, 1},
-    {"_bgpool_worker_serve", (DL_FUNC) &_bgpool_worker_serve, 1},
+    {"C_is_shared_vector",        (DL_FUNC) &C_is_shared_vector,        1},
+    {"C_template_serve",          (DL_FUNC) &C_template_serve,          0},
+    {"C_worker_call",             (DL_FUNC) &C_worker_call,             2},
+    {"C_worker_cancel_requested", (DL_FUNC) &C_worker_cancel_requested, 0},
+    {"C_worker_chunk_values",     (DL_FUNC) &C_worker_chunk_values,     0},
+    {"C_worker_collect_if_asked", (DL_FUNC) &C_worker_collect_if_asked, 1},
+    {"C_worker_collect_later",    (DL_FUNC) &C_worker_collect_later,    0},
+    {"C_worker_connect",          (DL_FUNC) &C_worker_connect,          1},
+    {"C_worker_position",         (DL_FUNC) &C_worker_position,         0},
+    {"C_worker_run_elements",     (DL_FUNC) &C_worker_run_elements,     3},
+    {"C_worker_send",             (DL_FUNC) &C_worker_send,             4},
+    {"C_worker_serve",            (DL_FUNC) &C_worker_serve,            1},
     {NULL, NULL, 0}
 };
 

@@ -6,6 +6,8 @@
 // product of its squarings 2^j for the bits j of n.
 #include "rng.h"
 
+#include <stdexcept>
+
 namespace bgpool {
 
 namespace {
@@ -56,7 +58,7 @@ const Powers& powers() {
 
 RngState state_of(SEXP seed) {
   if (TYPEOF(seed) != INTSXP || XLENGTH(seed) != 7 || INTEGER(seed)[0] % 100 != 7)
-    Rcpp::stop("bgpool: internal error: not an L'Ecuyer-CMRG .Random.seed");
+    throw std::invalid_argument("bgpool: internal error: not an L'Ecuyer-CMRG .Random.seed");
   RngState state;
   for (int i = 0; i < 6; ++i) state[i] = static_cast<uint32_t>(INTEGER(seed)[i + 1]);
   return state;

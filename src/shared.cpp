@@ -293,6 +293,5 @@ void release_segment(SEXP x) {
   if (bgpool::is_shared(x)) bgpool::release_shared(x);
 }
 
-// Whether `x` is a shared vector.
-// [[Rcpp::export(rng = false)]]
-bool is_shared_vector(SEXP x) { return bgpool::is_shared(x); }
+// Whether `x` is a shared vector (a routine R/worker.R calls; see entry.h).
+extern "C" SEXP C_is_shared_vector(SEXP x) { return Rf_ScalarLogical(bgpool::is_shared(x)); }

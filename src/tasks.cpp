@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 
+#include "entry.h"
 #include "rng.h"
 #include "tasks.h"
 
@@ -88,7 +89,6 @@ void bgpool::forget_chunk() { chunk.set(R_NilValue); }
 // With a `seed` (an L'Ecuyer-CMRG .Random.seed), the task of element e of
 // the call (`start` + i, or `index`[`start` + i] in a re-run of some
 // elements) runs with stream e of `seed`, the first being `seed`.
-// [[Rcpp::export(rng = false)]]
 SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
   bool is_map = std::strcmp(CHAR(STRING_ELT(field(job, "kind"), 0)), "map") == 0;
   SEXP fun = field(job, "fun");
@@ -158,11 +158,9 @@ SEXP worker_run_elements(SEXP job, SEXP inputs, double start) {
 }
 
 // Which element of the chunk runs now (1-based; 1 for a call request).
-// [[Rcpp::export(rng = false)]]
 int worker_position() { return chunk.position > 0 ? chunk.position : 1; }
 
 // The values of the elements before the one running now.
-// [[Rcpp::export(rng = false)]]
 SEXP worker_chunk_values() {
   if (chunk.values == R_NilValue || chunk.position <= 1) return R_NilValue;
   return Rf_xlengthgets(chunk.values, chunk.position - 1);
@@ -172,7 +170,6 @@ SEXP worker_chunk_values() {
 // do.call()'s own frame: fun(base::quote(a1), name = base::quote(a2), ...)
 // evaluated in a frame whose enclosure is the base namespace. A function
 // given by name is found from there.
-// [[Rcpp::export(rng = false)]]
 SEXP worker_call(SEXP fun, SEXP args) {
   SEXP frame = PROTECT(R_NewEnv(R_BaseNamespace, FALSE, 0));
   SEXP what = TYPEOF(fun) == STRSXP ? Rf_installChar(STRING_ELT(fun, 0)) : fun;
@@ -180,4 +177,20 @@ SEXP worker_call(SEXP fun, SEXP args) {
   SEXP value = Rcpp::unwindProtect([&] { return Rf_eval(call, frame); });
   UNPROTECT(2);
   return value;
+}
+
+// The routines R/worker.R and the psock workers call (see entry.h).
+
+extern "C" SEXP C_worker_run_elements(SEXP job, SEXP inputs, SEXP start) {
+  return bgpool::guarded([&] { return worker_run_elements(job, inputs, Rf_asReal(start)); });
+}
+
+extern "C" SEXP C_worker_position() { return Rf_ScalarInteger(worker_position()); }
+
+extern "C" SEXP C_worker_chunk_values() {
+  return bgpool::guarded([] { return worker_chunk_values(); });
+}
+
+extern "C" SEXP C_worker_call(SEXP fun, SEXP args) {
+  return bgpool::guarded([&] { return worker_call(fun, args); });
 }

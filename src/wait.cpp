@@ -1,6 +1,8 @@
 // poll() in slices; see wait.h.
 #include "wait.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -10,6 +12,15 @@
 namespace bgpool {
 
 WaitResult wait_fds(pollfd* fds, size_t n, double deadline, bool (*interrupt_poll)()) {
+  double spin_until = monotonic_seconds() + kSpinSeconds;
+  if (deadline < 0 || deadline > spin_until) {
+    do {
+      int rc = poll(fds, static_cast<nfds_t>(n), 0);
+      if (rc > 0) return WaitResult::Ready;
+      if (rc < 0 && errno != EINTR) break;  // the sleeping poll() below says why
+      sched_yield();  // to a process this CPU could run instead, such as a worker
+    } while (monotonic_seconds() < spin_until);
+  }
   for (;;) {
     double slice = kWaitSlice;
     if (deadline >= 0) {

@@ -11,6 +11,12 @@ namespace bgpool {
 
 constexpr double kWaitSlice = 0.1;
 
+// A wait first polls without sleeping for this long: waking a process that
+// sleeps costs its CPU tens of microseconds where that CPU has gone idle
+// (on virtual machines above all), more than the rest of a small call's
+// round trip, and the answer to a small request comes sooner than that.
+constexpr double kSpinSeconds = 100e-6;
+
 enum class WaitResult { Ready, TimedOut, Interrupted };
 
 // Waits until one of `fds` has an event (their revents are then set), until

@@ -12,8 +12,11 @@
 #include <tuple>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "clock.h"
+#include "entry.h"
 #include "platform.h"
 #include "pool.h"
 #include "protocol.h"
@@ -99,7 +102,9 @@ void report_ended() {
 
 std::string take_env(const char* name) {
   const char* value = std::getenv(name);
-  if (!value) Rcpp::stop("bgpool: %s is not set: this R process is not a pool worker", name);
+  if (!value)
+    throw std::runtime_error(std::string("bgpool: ") + name +
+                             " is not set: this R process is not a pool worker");
   std::string out = value;
   unsetenv(name);  // tasks that start processes must not pass these on
   return out;
@@ -112,7 +117,7 @@ void greet_master(uint32_t slot) {
   std::memcpy(hello.token, token.data(), std::min(token.size(), sizeof hello.token));
   master = std::make_unique<bgpool::Connection>(bgpool::os::connect_unix(socket_path), nullptr);
   if (!master->write_raw(&hello, sizeof hello))
-    Rcpp::stop("bgpool: cannot greet the master: %s", master->failure());
+    throw std::runtime_error("bgpool: cannot greet the master: " + master->failure());
 }
 
 // Forks the worker the master asked for. Returns in the new worker only
@@ -160,7 +165,6 @@ bool fork_worker(const bgpool::ForkRequest& request, const std::string& output_p
 
 // The template's loop: returns -1 when the master has gone, and in each
 // forked worker its slot (1-based), for R to go on with worker_main().
-// [[Rcpp::export(rng = false)]]
 int template_serve() {
   socket_path = take_env("BGPOOL_SOCKET");
   token = take_env("BGPOOL_TOKEN");
@@ -171,7 +175,7 @@ int template_serve() {
   bgpool::os::exit_with_lifeline(bgpool::kLifelineFd);
   board = static_cast<uint64_t*>(bgpool::os::map_shared(bgpool::kBoardFd, sizeof(uint64_t) * slots));
   close(bgpool::kBoardFd);
-  if (!board) Rcpp::stop("bgpool: cannot map the pool's cancel board");
+  if (!board) throw std::runtime_error("bgpool: cannot map the pool's cancel board");
   std::tie(sigchld_pipe[0], sigchld_pipe[1]) = bgpool::os::make_pipe();
   bgpool::os::set_flags(sigchld_pipe[0], true);
   bgpool::os::set_flags(sigchld_pipe[1], true);
@@ -193,7 +197,6 @@ int template_serve() {
 // Connects a new worker to the master. Its temporary directory is its own
 // (named after its pid, in the pool's directory), so that the master can
 // remove what a worker that was killed leaves there.
-// [[Rcpp::export(rng = false)]]
 void worker_connect(int slot) {
   // For the test of a worker that dies while starting (test-pool-lifecycle.R).
   if (const char* status = std::getenv("BGPOOL_TEST_EXIT_BEFORE_GREETING")) {
@@ -223,13 +226,11 @@ SEXP worker_receive() {
 
 // Whether the master has cancelled the call running now: an interrupt
 // condition is then ours, not one the task signalled.
-// [[Rcpp::export(rng = false)]]
 bool worker_cancel_requested() { return cancelled(running_call); }
 
 // Sends the reply to `request` (see protocol.h) and ends the window in
 // which a cancel signal interrupts: a cancel that came too late to stop
 // this task must not interrupt the next one. FALSE when the master has gone.
-// [[Rcpp::export(rng = false)]]
 bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) {
   using namespace bgpool::protocol;
   running_call = 0;
@@ -275,11 +276,9 @@ SEXP call_r(const char* name, std::initializer_list<SEXP> args) {
 
 // Asks for R's collection once the reply is sent (shared vectors let go
 // of, whose memory should go at once); it costs more than a small request.
-// [[Rcpp::export(rng = false)]]
 void worker_collect_later() { collect_asked = true; }
 
 // Collects, if asked, once nothing refers to the request any more.
-// [[Rcpp::export(rng = false)]]
 void worker_collect_if_asked(SEXP state) {
   if (!collect_asked) return;
   collect_asked = false;
@@ -293,7 +292,6 @@ void worker_collect_if_asked(SEXP state) {
 // (an environment) holds the request being served, its tasks' warnings
 // (kept by keep_warning()) and the call's job, for the handlers in
 // R/worker.R when a task fails.
-// [[Rcpp::export(rng = false)]]
 bool worker_serve(SEXP state) {
   using namespace bgpool::protocol;
   static SEXP request_sym = Rf_install("request"), warnings_sym = Rf_install("warnings"),
@@ -330,4 +328,42 @@ bool worker_serve(SEXP state) {
     worker_collect_if_asked(state);
     if (!sent) return true;
   }
+}
+
+// The routines R/worker.R calls (see entry.h).
+
+extern "C" SEXP C_template_serve() {
+  return bgpool::guarded([] { return Rf_ScalarInteger(template_serve()); });
+}
+
+extern "C" SEXP C_worker_connect(SEXP slot) {
+  return bgpool::guarded([&] {
+    worker_connect(Rf_asInteger(slot));
+    return R_NilValue;
+  });
+}
+
+extern "C" SEXP C_worker_cancel_requested() {
+  return Rf_ScalarLogical(worker_cancel_requested());
+}
+
+extern "C" SEXP C_worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) {
+  return bgpool::guarded(
+      [&] { return Rf_ScalarLogical(worker_send(request, values, error, warnings)); });
+}
+
+extern "C" SEXP C_worker_collect_later() {
+  worker_collect_later();
+  return R_NilValue;
+}
+
+extern "C" SEXP C_worker_collect_if_asked(SEXP state) {
+  return bgpool::guarded([&] {
+    worker_collect_if_asked(state);
+    return R_NilValue;
+  });
+}
+
+extern "C" SEXP C_worker_serve(SEXP state) {
+  return bgpool::guarded([&] { return Rf_ScalarLogical(worker_serve(state)); });
 }

@@ -29,12 +29,12 @@ std::string vector_hash(SEXP x) { absent(); }
 SEXP shared_copy(SEXP x) { absent(); }
 int shared_id(SEXP x) { absent(); }
 void release_segment(SEXP x) { absent(); }
-bool is_shared_vector(SEXP x) { absent(); }
-int template_serve() { absent(); }
-void worker_connect(int slot) { absent(); }
-bool worker_cancel_requested() { absent(); }
-bool worker_send(SEXP request, SEXP values, SEXP error, SEXP warnings) { absent(); }
-void worker_collect_later() { absent(); }
-void worker_collect_if_asked(SEXP state) { absent(); }
-bool worker_serve(SEXP state) { absent(); }
+RcppExport SEXP C_is_shared_vector(SEXP) { absent(); }
+RcppExport SEXP C_template_serve() { absent(); }
+RcppExport SEXP C_worker_cancel_requested() { absent(); }
+RcppExport SEXP C_worker_collect_if_asked(SEXP) { absent(); }
+RcppExport SEXP C_worker_collect_later() { absent(); }
+RcppExport SEXP C_worker_connect(SEXP) { absent(); }
+RcppExport SEXP C_worker_send(SEXP, SEXP, SEXP, SEXP) { absent(); }
+RcppExport SEXP C_worker_serve(SEXP) { absent(); }
 void bgpool_init_shared(DllInfo* dll) {}

@@ -260,3 +260,29 @@ test_that("a process forked from the master (mcparallel) cannot use the master's
   expect_length(res$kids, 1L)
   expect_setequal(res$grandchildren, res$pids)
 })
+
+test_that("native workers start without Rcpp, and a task that loads it gets all of it", {
+  skip_on_psock("its workers load bgpool's namespace with Rcpp, as parallel's workers load packages")
+  n <- local_pool(test_pool_size())
+  expect_identical(pool_evalq("Rcpp" %in% loadedNamespaces()), rep(list(FALSE), n))
+  loaded <- pool_evalq(requireNamespace("Rcpp", quietly = TRUE) && is.function(Rcpp::sourceCpp) &&
+                         methods::isClass("C++Object", where = asNamespace("Rcpp")))
+  expect_identical(loaded, rep(list(TRUE), n))
+  expect_identical(pool_sapply(1:4, global_fun(function(i) i + 1)), c(2, 3, 4, 5))
+})
+
+test_that("a task can start a pool of its own and delete it", {
+  n <- local_pool(test_pool_size())
+  inner <- pool_call(global_fun(function() {
+    suppressMessages(bgpool::init_pool(1))
+    on.exit(suppressMessages(bgpool::delete_pool()))
+    list(values = bgpool::pool_sapply(1:3, function(i) i * 2),
+         pid = bgpool::pool_call(Sys.getpid)[[1]], mine = Sys.getpid())
+  }))
+  for (got in inner) {
+    expect_identical(got$values, c(2, 4, 6))
+    expect_false(identical(got$pid, got$mine))
+    expect_true(wait_pids_gone(got$pid))
+  }
+  expect_identical(pool_sapply(1:2, global_fun(function(i) -i)), c(-1L, -2L))
+})
