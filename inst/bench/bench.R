@@ -449,21 +449,30 @@ c_round_trip <- function() {
   cc <- strsplit(system2(file.path(R.home("bin"), "R"), c("CMD", "config", "CC"), stdout = TRUE), " ")[[1]]
   status <- system2(cc[1], c(cc[-1], "-O2", "-o", exe, file.path(bench_dir, "roundtrip.c")))
   if (status != 0) stop("could not build roundtrip.c with ", paste(cc, collapse = " "))
-  out <- system2(exe, as.character(max(1000L, 10L * CFG$rt_calls)), stdout = TRUE)
-  as.numeric(strsplit(out, " ")[[1]])  # median, minimum (microseconds)
+  # median, minimum (microseconds): where the scheduler puts the two
+  # processes, then both on one CPU, then on two
+  lapply(c("", "same", "apart"), function(placement) {
+    out <- system2(exe, c(as.character(max(1000L, 10L * CFG$rt_calls)), placement), stdout = TRUE)
+    suppressWarnings(as.numeric(strsplit(out, " ")[[1]]))
+  })
 }
 
 w3 <- function() {
   W <- "W3 round trip"
   say("%s: median of %d calls", W, CFG$rt_calls)
   tryCatch({
-    floor_us <- c_round_trip()
-    say("  %s: C socketpair ping-pong: median %.1f us, min %.1f us", W, floor_us[1], floor_us[2])
+    floors <- c_round_trip()
+    reps <- sprintf("%d, median", max(1000L, 10L * CFG$rt_calls))
+    say("  %s: C socketpair ping-pong: median %.1f us, min %.1f us; on one CPU %.1f us; on two %.1f us",
+        W, floors[[1]][1], floors[[1]][2], floors[[2]][1], floors[[3]][1])
     add_row(list(workload = W, backend = "C program", call = "64-byte ping-pong, Unix socket pair",
-                 ref = "W3:1", reps = sprintf("%d, median", max(1000L, 10L * CFG$rt_calls)),
-                 seconds = floor_us[1] / 1e6, tasks = 1,
+                 ref = "W3:1", reps = reps, seconds = floors[[1]][1] / 1e6, tasks = 1,
                  target_kind = "ratio_ge", target_value = 0.5,
                  target_text = "bgpool's round trip <= 2x this floor"))
+    for (k in 2:3) if (!is.na(floors[[k]][1]))
+      add_row(list(workload = W, backend = "C program", ref = "W3:1", reps = reps,
+                   call = sprintf("the same, %s", c("", "both on CPU 0", "on CPUs 0 and 1")[k]),
+                   seconds = floors[[k]][1] / 1e6, tasks = 1))
   }, error = function(e) error_row(list(workload = W, backend = "c_floor",
                                         call = "64-byte ping-pong, Unix socket pair"), e))
   for (n in unique(c(1L, N))) {
@@ -776,7 +785,7 @@ notes <- c(
   "Memory comes from /proc/<pid>/status and smaps_rollup of the master and every worker, helper processes included (the master's live children, such as a process that forks the workers): peaks are VmHWM after a reset (\"5\" written to clear_refs) just before each repetition, taken as the largest over the repetitions; they are absolute, so they include each R process's own footprint (W1: what the started workers use). VmHWM counts a page shared by several processes (forked workers share their parent's pages until written) once in each; `workers Pss MB` (at the end of the repetition) divides it among them.",
   "W1: from nothing to every worker answering once (init_pool + pool_call; makeCluster + clusterCall; mirai daemons + everywhere(.min = N)[]); each repetition starts from no pool and waits for the workers to be gone afterwards.",
   sprintf("W2: %s calls of function(x) x + 1 on a running pool (and %s for pool_lapply against parLapply). parLapply splits the input in one chunk per worker up front; clusterMap sends one task per call.", format(CFG$tiny_n, big.mark = ","), format(CFG$tiny_big_n, big.mark = ",")),
-  "W3: pool_call(function(x) x + 1, 1) on a pool of 1 worker and of N workers, against clusterCall and mirai (mirai()[] on 1 daemon, everywhere()[] on N); the C program row is the floor of a round trip here (inst/bench/roundtrip.c: 64 bytes back and forth between two processes over a Unix socket pair, the median of many), built and run in this same run.",
+  "W3: pool_call(function(x) x + 1, 1) on a pool of 1 worker and of N workers, against clusterCall and mirai (mirai()[] on 1 daemon, everywhere()[] on N); the C program row is the floor of a round trip here (inst/bench/roundtrip.c: 64 bytes back and forth between two processes over a Unix socket pair, the median of many), built and run in this same run, where the scheduler puts the processes, then pinned to one CPU and to two: waking a process whose CPU went idle costs more than the rest of the round trip, so the floor depends on where the two run.",
   sprintf("W4: a fresh pool (or cluster, or daemons) and a fresh %g MB vector with a value of its own for each repetition; timed: the export and then sum(big) on every worker, checked against the master's sum. Extra memory = sum over master and workers of (after - before), with the master's object already in `before`. The memory target is judged on Pss (VmRSS counts a page shared by k processes k times; Pss counts 1/k in each, so the sum of Pss is the real extra memory); VmRSS is shown too. PSOCK and mirai take %d repetition(s)%s because each takes tens of seconds at 10 workers.",
           CFG$big_mb, CFG$reps_big_peer, if (is.finite(CFG$big_peer_budget) && CFG$big_peer_budget > 0) sprintf(" (no further one after %g s)", CFG$big_peer_budget) else ""),
   sprintf("W5: %d tasks each returning rep(i, %g) as doubles (%g MB each, %g MB in all), every value checked. The bgpool target is the master's peak RSS growth / total result size: 1.0 means one copy of each result (10%% allowed for buffers).", CFG$gather_n, CFG$gather_len, 8 * CFG$gather_len / 1e6, CFG$gather_n * 8 * CFG$gather_len / 1e6),
