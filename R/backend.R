@@ -67,7 +67,7 @@ template_command <- function(options) {
   front_end_set <- all(nzchar(Sys.getenv(c("R_HOME", "R_SHARE_DIR", "R_INCLUDE_DIR", "R_DOC_DIR"))))
   rscript_only <- any(grepl("^--(verbose|default-packages)", options$rscript_args))
   if (options$rscript == default_rscript() && front_end_set && !rscript_only &&
-        file_test("-x", binary))
+        utils::file_test("-x", binary))
     list(program = binary, args = c("--no-echo", "--no-restore", options$rscript_args, expr),
          env = c(env, paste0("R_DEFAULT_PACKAGES=", packages)))
   else list(program = options$rscript,

@@ -243,7 +243,7 @@ check_outfile <- function(outfile) {
 }
 
 create_pool <- function(size, options) {
-  loadNamespace("Rcpp")  # in a native worker, which starts without it (see .onLoad)
+  load_rcpp()  # in a native worker, which starts without it (see .onLoad)
   backend <- choose_backend()
   if (backend$name == "native") remove_orphaned_dirs()
   handle <- tryCatch(
