@@ -245,6 +245,7 @@ run_chaos <- function(seed, trials) {
   state <- new.env()
   rows <- list()
   for (k in trials) {
+    say("chaos trial ", k)  # a child that dies names the trial it was in
     set.seed(seed + k)
     t <- draw_trial(if (pool_exists()) pool_size() else 2L)
     started <- Sys.time()

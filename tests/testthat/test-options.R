@@ -45,6 +45,29 @@ test_that("rscript names the program that starts the workers", {
   expect_match(conditionMessage(err), "no-such-Rscript is not a program that can be run", fixed = TRUE)
 })
 
+test_that("the native template runs R's binary itself, unless its options need Rscript", {
+  skip_on_psock("parallel starts its workers with Rscript")
+  rscript <- file.path(R.home("bin"), "Rscript")
+  direct <- bgpool:::template_command(bgpool:::worker_options())
+  expect_identical(direct$program, paste0(R.home("bin"), "/exec", Sys.getenv("R_ARCH"), "/R"))
+  expect_identical(utils::tail(direct$env, 1L),
+                   "R_DEFAULT_PACKAGES=datasets,utils,grDevices,graphics,stats,methods")
+  # Rscript's own options, or an environment without the variables its
+  # front end sets, keep Rscript
+  verbose <- bgpool:::template_command(bgpool:::worker_options(rscript_args = "--verbose", methods = FALSE))
+  expect_identical(verbose$program, rscript)
+  expect_identical(verbose$args[1:2], c("--default-packages=datasets,utils,grDevices,graphics,stats",
+                                        "--verbose"))
+  withr::local_envvar(R_SHARE_DIR = NA)
+  expect_identical(bgpool:::template_command(bgpool:::worker_options())$program, rscript)
+  # and such a pool works as the direct one does
+  local_pool_with(1)
+  expect_identical(pool_evalq(search())[[1L]],
+                   c(".GlobalEnv", paste0("package:", c("stats", "graphics", "grDevices", "utils",
+                                                        "datasets", "methods")),
+                     "Autoloads", "package:base"))
+})
+
 test_that("setup_timeout limits how long the workers may take to start", {
   slow <- local_script("exec sleep 5")  # a program that never connects
   suppressMessages(delete_pool())
