@@ -3,6 +3,7 @@
 #             native build, the POSIX-only build (macOS's path), the psock backend (Windows's)
 # make bench  the benchmarks against parallel (and mirai when installed), at 2 and 10
 #             workers, and the curves; ARGS="--quick" for a short run
+# make bench-ssh  workers on 2 SSH hosts (a local sshd) against a PSOCK cluster on them
 # make bench-azure  AzureStor transfers against Azurite: sequential, AzureRMR's pool, bgpool
 # make check  R CMD build, then R CMD check --as-cran on the tarball, in a temporary directory
 # make check-windows  compile what src/Makevars.win builds with MinGW-w64
@@ -19,7 +20,7 @@ MANUAL := $(if $(shell command -v pdflatex),,--no-manual)
 AZURITE := $(CURDIR)/tests/azurite
 check: export BGPOOL_AZURITE_DIR ?= $(if $(wildcard $(AZURITE)/node_modules/.bin/azurite-blob),$(AZURITE))
 
-.PHONY: deps install install-posix demo test check check-windows bench bench-azure document
+.PHONY: deps install install-posix demo test check check-windows bench bench-azure bench-ssh document
 
 deps:
 	@Rscript .ci/deps.R
@@ -64,6 +65,10 @@ bench: install
 
 check-windows: deps
 	@bash .ci/windows-compile.sh
+
+bench-ssh: install
+	@bash .ci/tools.sh
+	@Rscript inst/bench/ssh.R $(ARGS)
 
 bench-azure: install
 	@bash .ci/azure-deps.sh

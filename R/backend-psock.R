@@ -20,7 +20,10 @@
 
 psock_backend <- list(
   name = "psock",
-  create = function(size, options) {
+  create = function(size, options, started) {
+    if (!is.null(started$remote))
+      stop("workers on other machines (`remote`) need the native backend, which this platform or options(bgpool.backend) does not use",
+           call. = FALSE)
     pool <- new.env(parent = emptyenv())
     pool$owner <- Sys.getpid()
     pool$options <- options
@@ -48,7 +51,8 @@ psock_backend <- list(
   stop = function(handle) if (identical(handle$owner, Sys.getpid())) psock_stop(handle),
   owned = function(handle) identical(handle$owner, Sys.getpid()) && !is.null(handle$nodes),
   state = function(handle) {
-    list(pids = handle$pids, usable = handle$usable, logs = handle$logs, dir = handle$dir)
+    list(pids = handle$pids, usable = handle$usable, logs = handle$logs,
+         hosts = rep("", length(handle$pids)), dir = handle$dir)
   },
   prepare = function(handle, drain_cluster) psock_prepare(handle),
   replace = function(handle, slots) {
@@ -231,7 +235,7 @@ psock_log_tail <- function(pool, slot) {
 psock_loss <- function(pool, slot, tasks, timed_out) {
   how <- if (timed_out) "was stopped: its task ran longer than the time limit"
          else "ended: its connection closed"
-  list(worker = slot, pid = pool$pids[slot], how = how, timed_out = timed_out,
+  list(worker = slot, pid = pool$pids[slot], host = "", how = how, timed_out = timed_out,
        output = psock_log_tail(pool, slot), tasks = as.double(tasks))
 }
 

@@ -24,10 +24,13 @@ choose_backend <- function() {
 
 native_backend <- list(
   name = "native",
-  create = function(size, options) {
-    command <- template_command(options)
-    pool_create(command$program, command$args, command$env, options$setup_timeout, tempdir(),
-                size, options$outfile)
+  create = function(size, options, started) {
+    remote <- started$remote
+    total <- size + remote_size(remote)
+    hosts <- host_commands(size, template_command(options), started, total, options)
+    pool_create(hosts, options$setup_timeout, tempdir(), total, options$outfile,
+                if (is.null(started$token)) "" else remote$master,
+                if (is.null(started$token)) "" else started$token)
   },
   stop = function(handle) pool_stop(handle),
   owned = function(handle) pool_owned(handle),

@@ -145,8 +145,8 @@ parallel_reply <- function(got) {
   if (!is.null(got$lost)) {
     lost <- got$lost
     output <- if (nzchar(lost$output)) paste0("\nIts last output:\n", lost$output) else ""
-    value <- failure(sprintf("worker %d (pid %d) %s; it is replaced at the next call%s",
-                             lost$worker, lost$pid, lost$how, output))
+    value <- failure(sprintf("%s %s; it is replaced at the next call%s",
+                             lost_worker_label(lost), lost$how, output))
     return(list(type = "VALUE", value = value, success = FALSE, time = 0, tag = got$tag))
   }
   reply <- got$reply

@@ -69,12 +69,18 @@ worker_lost_error <- function(caller, accounts, n, labels, unit = "element") {
   else
     "Set `.retry` (or options(bgpool.retry)) to re-run lost elements on a fresh worker."
   message <- sprintf(
-    "%s: worker %d (pid %d) %s%s; %d of %d %ss did not finish. Finished results are in the error's `results` field (`finished` lists them), the others in `unfinished` and `failed`; the worker is replaced at the next call. %s%s",
-    caller, lost$worker, lost$pid, lost$how, running, length(accounts$unfinished), n, unit,
+    "%s: %s %s%s; %d of %d %ss did not finish. Finished results are in the error's `results` field (`finished` lists them), the others in `unfinished` and `failed`; the worker is replaced at the next call. %s%s",
+    caller, lost_worker_label(lost), lost$how, running, length(accounts$unfinished), n, unit,
     advice, output)
   class <- if (lost$timed_out) c("bgpool_task_timeout", "bgpool_worker_died") else "bgpool_worker_died"
   do.call(bgpool_error, c(list(message, class, worker = lost$worker, pid = lost$pid,
-                               how = lost$how, output = lost$output, tasks = tasks), accounts))
+                               host = lost$host, how = lost$how, output = lost$output, tasks = tasks), accounts))
+}
+
+# "worker 3 (pid 123)", and the host of a worker on another machine.
+lost_worker_label <- function(lost) {
+  sprintf("worker %d (pid %d%s)", lost$worker, lost$pid,
+          if (nzchar(lost$host)) paste(" on", lost$host) else "")
 }
 
 # A worker that replaced a dead one could not be set up as the others.

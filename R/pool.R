@@ -14,7 +14,7 @@
 #' environment is emptied, while the worker processes stay the same.
 #' `delete_pool()` stops all workers and removes their sockets and files.
 #'
-#' @param size The number of background R processes. Under `R CMD check`
+#' @param size The number of background R processes on this machine. Under `R CMD check`
 #'   (when the environment variable `_R_CHECK_LIMIT_CORES_` is set and not
 #'   `"false"`) at most 2, with a message, as the check allows 2 cores.
 #' @param restart Whether to delete an existing pool and start afresh.
@@ -48,11 +48,16 @@
 #'   * `setup_timeout`: seconds to wait for the workers to start (default
 #'     `getOption("bgpool.start_timeout", 60)`), also when replacing one.
 #'
-#'   These PSOCK options are accepted and have no effect, because bgpool's
-#'   workers are local processes forked by the pool: `type`, `master`,
-#'   `port`, `timeout`, `setup_strategy`, `homogeneous`, `useXDR`,
-#'   `manual`, `rshcmd` and `user`. Any other option is ignored with a
-#'   warning.
+#'   These PSOCK options are accepted and have no effect, because bgpool
+#'   starts its workers itself (on other machines through `remote`):
+#'   `type`, `master`, `port`, `timeout`, `setup_strategy`, `homogeneous`,
+#'   `useXDR`, `manual`, `rshcmd` and `user`. Any other option is ignored
+#'   with a warning.
+#' @param remote `NULL`, or workers on other machines, from [ssh_workers()]
+#'   or [slurm_workers()]:
+#'   they join the `size` workers on this machine (`size` is then 0 unless
+#'   given). An existing pool is reset, not created afresh, only when it
+#'   has the same remote workers.
 #' @param seed `NULL`, or a seed (`TRUE` takes one from the session's random
 #'   numbers) that gives each worker its own L'Ecuyer-CMRG random number
 #'   stream, as [parallel::clusterSetRNGStream()] does: worker 1 the
@@ -79,8 +84,10 @@
 #' delete_pool()
 #' unlink(log)
 #' @export
-init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
-  size <- check_size(size)
+init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL, remote = NULL) {
+  remote <- check_remote(remote)
+  if (!is.null(remote) && missing(size)) size <- 0L
+  size <- check_size(size, allow_none = !is.null(remote))
   if (!is.logical(restart) || length(restart) != 1L || is.na(restart))
     abort("init_pool(): `restart` must be TRUE or FALSE", "bgpool_bad_argument")
   seed <- seed_stream(seed, "init_pool()", "seed")
@@ -88,10 +95,11 @@ init_pool <- function(size = 10, restart = FALSE, ..., seed = NULL) {
   size <- limit_cores(size)
   # a pool inherited from the process this one was forked from is not ours
   if (!is.null(.bgpool$pool) && !pool_exists()) stop_pool()
-  if (restart || !pool_exists() || pool_size() < size) {
+  if (restart || !pool_exists() || local_size() < size ||
+        !identical(.bgpool$remote, remote)) {
     delete_pool()
     message("Creating background pool")
-    create_pool(size, options)
+    create_pool(size, options, remote)
   } else {
     forget_setup()
     live_pool("init_pool()")  # a worker that died is replaced first
@@ -123,14 +131,19 @@ pool_size <- function() {
   if (pool_exists()) .bgpool$size else 0L
 }
 
-check_size <- function(size) {
+check_size <- function(size, allow_none = FALSE) {
+  least <- if (allow_none) 0 else 1
   ok <- is.numeric(size) && length(size) == 1L && !is.na(size) &&
-    size >= 1 && size == round(size) && is.finite(size)
+    size >= least && size == round(size) && is.finite(size)
   if (!ok)
-    abort(sprintf("init_pool(): `size` must be a whole number of workers, 1 or more, not %s",
-                  deparse1(size)), "bgpool_bad_argument")
+    abort(sprintf("init_pool(): `size` must be a whole number of workers, %d or more%s, not %s",
+                  least, if (allow_none) " (those on this machine)" else "", deparse1(size)),
+          "bgpool_bad_argument")
   as.integer(size)
 }
+
+# The workers on this machine.
+local_size <- function() pool_size() - remote_size(.bgpool$remote)
 
 # R CMD check allows a package 2 cores, and sets _R_CHECK_LIMIT_CORES_ to
 # say so.
@@ -143,7 +156,7 @@ limit_cores <- function(size) {
   2L
 }
 
-# PSOCK options that concern remote or socket workers, which bgpool has not.
+# PSOCK options about how parallel starts and reaches its workers, which bgpool does its own way.
 no_effect_options <- c("type", "master", "port", "timeout", "setup_strategy", "homogeneous",
                        "useXDR", "manual", "rshcmd", "user")
 
@@ -242,20 +255,26 @@ check_outfile <- function(outfile) {
   path
 }
 
-create_pool <- function(size, options) {
+create_pool <- function(size, options, remote) {
   load_rcpp()  # in a native worker, which starts without it (see .onLoad)
   backend <- choose_backend()
   if (backend$name == "native") remove_orphaned_dirs()
+  started <- start_remote(remote)
   handle <- tryCatch(
-    backend$create(size, options),
-    error = function(e) abort(sprintf("init_pool(): could not start the workers: %s",
-                                      conditionMessage(e)), "bgpool_start_failed"))
+    backend$create(size, options, started),
+    error = function(e) {
+      stop_remote(started)
+      abort(sprintf("init_pool(): could not start the workers: %s", conditionMessage(e)),
+            "bgpool_start_failed")
+    })
   .bgpool$backend <- backend
   .bgpool$pool <- handle
-  .bgpool$size <- size
+  .bgpool$size <- size + remote_size(remote)
+  .bgpool$remote <- remote
+  .bgpool$started <- started
   .bgpool$renice <- options$renice
   forget_setup()
-  renice_workers(seq_len(size))
+  renice_workers(seq_len(.bgpool$size))
 }
 
 # Lowers the workers' priority (option `renice`) as `nice` does: their
@@ -263,7 +282,8 @@ create_pool <- function(size, options) {
 renice_workers <- function(slots) {
   renice <- .bgpool$renice
   if (is.null(renice) || is.na(renice)) return(invisible())
-  pids <- .bgpool$backend$state(.bgpool$pool)$pids[slots]
+  state <- .bgpool$backend$state(.bgpool$pool)
+  pids <- state$pids[slots][!nzchar(state$hosts[slots])]  # (this machine's only)
   value <- min(19L, max(-20L, tools::psnice(Sys.getpid()) + renice))
   tools::psnice(pids, value)
   if (!identical(tools::psnice(pids), rep(as.integer(value), length(pids))))
@@ -288,11 +308,13 @@ remove_orphaned_dirs <- function() {
 stop_pool <- function() {
   handle <- .bgpool$pool
   backend <- .bgpool$backend
+  started <- .bgpool$started
   owned <- backend$owned(handle)
   close_cluster()
   if (owned) forget_setup()
   rm(list = ls(.bgpool, all.names = TRUE), envir = .bgpool)
   backend$stop(handle)
+  if (owned) stop_remote(started)
 }
 
 # The pool's handle, after replacing any worker that died since the last

@@ -13,6 +13,7 @@ template_main <- function() {
   # pool's directory, which goes with the pool.
   unlink(tempdir(), recursive = TRUE)
   .bgpool$native_worker <- TRUE
+  .bgpool$remote_host <- nzchar(Sys.getenv("BGPOOL_REMOTE"))
   slot <- template_serve()
   if (slot > 0) {
     worker_connect(slot)
@@ -115,14 +116,17 @@ sendable <- function(condition) {
 # What init_pool() does to an existing worker (as AzureRMR does), and the
 # start of a worker that replaces one that died.
 worker_reset <- function(wd, lib_paths) {
-  setwd(wd)
+  # (on another machine the master's directory may not exist)
+  if (!isTRUE(.bgpool$remote_host) || dir.exists(wd)) setwd(wd)
   rm(list = ls(envir = .GlobalEnv, all.names = TRUE), envir = .GlobalEnv)
   if (is_native_worker()) worker_collect_later()  # shared vectors among them unmap
   worker_lib_paths(lib_paths)
 }
 
 worker_lib_paths <- function(lib_paths) {
-  .libPaths(lib_paths)
+  # (on another machine the master's paths that exist there come first,
+  # and the host's own stay)
+  .libPaths(if (isTRUE(.bgpool$remote_host)) unique(c(lib_paths, .libPaths())) else lib_paths)
   invisible(NULL)
 }
 

@@ -11,18 +11,18 @@ Rcpp::Rostream<false>& Rcpp::Rcerr = Rcpp::Rcpp_cerr_get();
 #endif
 
 // pool_create
-SEXP pool_create(std::string program, std::vector<std::string> args, std::vector<std::string> env, double start_timeout, std::string temp_dir, int size, SEXP outfile);
-RcppExport SEXP _bgpool_pool_create(SEXP programSEXP, SEXP argsSEXP, SEXP envSEXP, SEXP start_timeoutSEXP, SEXP temp_dirSEXP, SEXP sizeSEXP, SEXP outfileSEXP) {
+SEXP pool_create(Rcpp::List hosts, double start_timeout, std::string temp_dir, int size, SEXP outfile, std::string listen_address, std::string token_file);
+RcppExport SEXP _bgpool_pool_create(SEXP hostsSEXP, SEXP start_timeoutSEXP, SEXP temp_dirSEXP, SEXP sizeSEXP, SEXP outfileSEXP, SEXP listen_addressSEXP, SEXP token_fileSEXP) {
 BEGIN_RCPP
     Rcpp::RObject rcpp_result_gen;
-    Rcpp::traits::input_parameter< std::string >::type program(programSEXP);
-    Rcpp::traits::input_parameter< std::vector<std::string> >::type args(argsSEXP);
-    Rcpp::traits::input_parameter< std::vector<std::string> >::type env(envSEXP);
+    Rcpp::traits::input_parameter< Rcpp::List >::type hosts(hostsSEXP);
     Rcpp::traits::input_parameter< double >::type start_timeout(start_timeoutSEXP);
     Rcpp::traits::input_parameter< std::string >::type temp_dir(temp_dirSEXP);
     Rcpp::traits::input_parameter< int >::type size(sizeSEXP);
     Rcpp::traits::input_parameter< SEXP >::type outfile(outfileSEXP);
-    rcpp_result_gen = Rcpp::wrap(pool_create(program, args, env, start_timeout, temp_dir, size, outfile));
+    Rcpp::traits::input_parameter< std::string >::type listen_address(listen_addressSEXP);
+    Rcpp::traits::input_parameter< std::string >::type token_file(token_fileSEXP);
+    rcpp_result_gen = Rcpp::wrap(pool_create(hosts, start_timeout, temp_dir, size, outfile, listen_address, token_file));
     return rcpp_result_gen;
 END_RCPP
 }
@@ -177,6 +177,26 @@ BEGIN_RCPP
     return rcpp_result_gen;
 END_RCPP
 }
+// hmac_sha256_hex
+std::string hmac_sha256_hex(std::string key, Rcpp::RawVector message);
+RcppExport SEXP _bgpool_hmac_sha256_hex(SEXP keySEXP, SEXP messageSEXP) {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    Rcpp::traits::input_parameter< std::string >::type key(keySEXP);
+    Rcpp::traits::input_parameter< Rcpp::RawVector >::type message(messageSEXP);
+    rcpp_result_gen = Rcpp::wrap(hmac_sha256_hex(key, message));
+    return rcpp_result_gen;
+END_RCPP
+}
+// pool_random_name
+std::string pool_random_name();
+RcppExport SEXP _bgpool_pool_random_name() {
+BEGIN_RCPP
+    Rcpp::RObject rcpp_result_gen;
+    rcpp_result_gen = Rcpp::wrap(pool_random_name());
+    return rcpp_result_gen;
+END_RCPP
+}
 // pool_dir_abandoned
 bool pool_dir_abandoned(std::string dir);
 RcppExport SEXP _bgpool_pool_dir_abandoned(SEXP dirSEXP) {
@@ -315,6 +335,8 @@ static const R_CallMethodDef CallEntries[] = {
     {"_bgpool_pool_node_receive_any", (DL_FUNC) &_bgpool_pool_node_receive_any, 2},
     {"_bgpool_pool_node_busy", (DL_FUNC) &_bgpool_pool_node_busy, 1},
     {"_bgpool_pool_node_connection", (DL_FUNC) &_bgpool_pool_node_connection, 2},
+    {"_bgpool_hmac_sha256_hex", (DL_FUNC) &_bgpool_hmac_sha256_hex, 2},
+    {"_bgpool_pool_random_name", (DL_FUNC) &_bgpool_pool_random_name, 0},
     {"_bgpool_pool_dir_abandoned", (DL_FUNC) &_bgpool_pool_dir_abandoned, 1},
     {"_bgpool_protocol_constants", (DL_FUNC) &_bgpool_protocol_constants, 0},
     {"_bgpool_rng_jump", (DL_FUNC) &_bgpool_rng_jump, 2},

@@ -56,6 +56,8 @@ class Buffer {
   size_t size_ = 0, capacity_ = 0;
 };
 
+class SegmentStore;
+
 class Connection {
  public:
   // Called while waiting on the socket; returns true when the wait should
@@ -78,6 +80,13 @@ class Connection {
   int fd() const { return fd_; }
   void set_interrupt_poll(InterruptPoll poll) { interrupt_poll_ = poll; }
   bool broken() const { return broken_; }
+  // Whether descriptors can go with messages: not through ssh, which
+  // carries a remote host's links.
+  bool passes_fds() const { return passes_fds_; }
+  void set_passes_fds(bool passes) { passes_fds_ = passes; }
+  // Where exported shared vectors go for a peer on another host (shared.h).
+  SegmentStore* segment_store() const { return segment_store_; }
+  void set_segment_store(SegmentStore* store) { segment_store_ = store; }
   const std::string& failure() const { return failure_; }
   void mark_broken(const std::string& why);
 
@@ -150,6 +159,8 @@ class Connection {
   int fd_;
   InterruptPoll interrupt_poll_;
   bool broken_ = false;
+  bool passes_fds_ = true;
+  SegmentStore* segment_store_ = nullptr;
   bool peer_closed_ = false;
   std::string failure_;
 

@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "hmac.h"
 #include "nodes.h"
 #include "pool.h"
 #include "protocol.h"
@@ -32,19 +33,37 @@ std::vector<int> zero_based(std::vector<int> slots) {
 
 }  // namespace
 
-// `outfile`: NULL for a log file per worker, "" for the master's own
+// `hosts`: how to start each host's template (R/hosts.R), this machine's
+// first; `listen_address` and `token_file`: where hosts that connect over
+// TCP find the master and the pool's token ("" when there are none). `outfile`: NULL for a log file per worker, "" for the master's own
 // output, or a file that all workers append to.
 // [[Rcpp::export(rng = false)]]
-SEXP pool_create(std::string program, std::vector<std::string> args,
-                 std::vector<std::string> env, double start_timeout,
-                 std::string temp_dir, int size, SEXP outfile) {
-  bgpool::WorkerCommand command{program, args, env, start_timeout};
+SEXP pool_create(Rcpp::List hosts, double start_timeout, std::string temp_dir, int size,
+                 SEXP outfile, std::string listen_address, std::string token_file) {
+  bgpool::WorkerCommand command;
+  command.start_timeout = start_timeout;
+  command.listen_address = listen_address;
+  for (Rcpp::List host : hosts) {
+    bgpool::HostCommand h;
+    h.name = Rcpp::as<std::string>(host["name"]);
+    h.program = Rcpp::as<std::string>(host["program"]);
+    h.args = Rcpp::as<std::vector<std::string>>(host["args"]);
+    h.extra_env = Rcpp::as<std::vector<std::string>>(host["env"]);
+    h.workers = Rcpp::as<int>(host["workers"]);
+    h.destination = Rcpp::as<std::string>(host["destination"]);
+    h.remote_socket = Rcpp::as<std::string>(host["remote_socket"]);
+    h.remote_command = Rcpp::as<std::string>(host["remote_command"]);
+    h.tcp = Rcpp::as<bool>(host["tcp"]);
+    h.log_path = Rcpp::as<std::string>(host["log_path"]);
+    command.hosts.push_back(h);
+  }
   if (outfile != R_NilValue) {
     command.output_file = Rcpp::as<std::string>(outfile);
     command.output = command.output_file.empty() ? bgpool::Output::Master
                                                  : bgpool::Output::File;
   }
   auto pool = std::make_unique<Pool>(command, temp_dir);
+  if (!token_file.empty()) pool->write_token(token_file);
   pool->start(size);
   SEXP xp = PROTECT(R_MakeExternalPtr(pool.release(), R_NilValue, R_NilValue));
   // onexit: the workers also go when the R session ends.
@@ -72,14 +91,16 @@ Rcpp::List pool_state(SEXP xp) {
   pool.check_workers();
   Rcpp::IntegerVector pids(pool.size());
   Rcpp::LogicalVector usable(pool.size());
-  Rcpp::CharacterVector logs(pool.size());
+  Rcpp::CharacterVector logs(pool.size()), hosts(pool.size());
   for (int i = 0; i < pool.size(); ++i) {
+    hosts[i] = pool.host_name(pool.worker(i));
     pids[i] = pool.worker(i).pid;
     usable[i] = pool.worker(i).usable();
     logs[i] = pool.worker(i).log_path;
   }
   return Rcpp::List::create(Rcpp::Named("pids") = pids, Rcpp::Named("usable") = usable,
-                            Rcpp::Named("logs") = logs, Rcpp::Named("dir") = pool.dir());
+                            Rcpp::Named("logs") = logs, Rcpp::Named("hosts") = hosts,
+                            Rcpp::Named("dir") = pool.dir());
 }
 
 // Brings the pool into shape for a new call: drops what workers still owe
@@ -97,6 +118,7 @@ std::vector<int> pool_prepare(SEXP xp, bool drain_cluster, double grace, double 
   Pool& pool = get_pool(xp);
   pool.set_log_limit(log_limit);
   pool.set_share_threshold(share_threshold);
+  pool.drop_released_exports();
   if (drain_cluster && bgpool::node_busy(pool)) bgpool::node_collect(pool);
   bgpool::node_settle(pool);
   bgpool::settle(pool, grace);
@@ -162,6 +184,24 @@ bool pool_node_busy(SEXP xp) { return bgpool::node_busy(get_pool(xp)); }
 SEXP pool_node_connection(SEXP xp, int slot) {
   return bgpool::node_connection(get_pool(xp), slot - 1);
 }
+
+// For the tests of the challenge's hash (test-security.R).
+// [[Rcpp::export(rng = false)]]
+std::string hmac_sha256_hex(std::string key, Rcpp::RawVector message) {
+  bgpool::Digest mac = bgpool::hmac_sha256(key, message.begin(), message.size());
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (uint8_t byte : mac) {
+    out += digits[byte >> 4];
+    out += digits[byte & 15];
+  }
+  return out;
+}
+
+// A random name, for a remote host's forwarded socket (R/hosts.R); R's
+// own random numbers are the user's.
+// [[Rcpp::export(rng = false)]]
+std::string pool_random_name() { return bgpool::os::random_hex(16); }
 
 // Whether a pool directory was left by a session that has died (R/pool.R).
 // [[Rcpp::export(rng = false)]]

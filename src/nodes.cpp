@@ -30,6 +30,7 @@ void fail_calls(Pool& pool, Worker& w) {
   std::string how = pool.retire(w);
   Rcpp::List lost = Rcpp::List::create(
       Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid, Rcpp::Named("how") = how,
+      Rcpp::Named("host") = pool.host_name(w),
       Rcpp::Named("output") = pool.log_tail(w));
   for (const NodeCall& call : w.node_calls)
     w.node_replies.push_back(node_reply(call.tag, R_NilValue, lost));

@@ -39,8 +39,9 @@ struct SpawnSpec {
   std::string program;
   std::vector<std::string> args;            // argv[1..]
   std::vector<std::string> extra_env;       // "NAME=value", added to ours
-  std::string log_path;                     // stdout and stderr go here
-  // Descriptors of ours the child gets, as (ours, the child's number).
+  std::string log_path;                     // stdout and stderr go here (empty: ours)
+  // Descriptors of ours the child gets, as (ours, the child's number); its
+  // stdin is /dev/null unless 0 is among them.
   std::vector<std::pair<int, int>> pass_fds;
 };
 
@@ -67,10 +68,18 @@ std::string describe_exit(const ExitInfo& exit);
 
 // A listening Unix socket at `path` (non-blocking, close-on-exec).
 int listen_unix(const std::string& path);
-// Accepts one pending connection or returns -1 when none is waiting.
-int accept_unix(int listen_fd);
+// Accepts one pending connection (of a Unix or TCP socket), or returns -1
+// when none is waiting.
+int accept_pending(int listen_fd);
 // Connects (blocking) to `path`; throws std::system_error.
 int connect_unix(const std::string& path);
+// A listening TCP socket on `address` (non-blocking, close-on-exec), on a
+// port the system picks (set in `port`).
+int listen_tcp(const std::string& address, int* port);
+// Connects (blocking) to host:port; the socket is non-blocking after, and
+// sends small messages at once (TCP_NODELAY). Throws.
+int connect_tcp(const std::string& host, const std::string& port);
+void no_delay(int fd);
 // Who is at the other end of a connected Unix socket; pid -1 where the
 // system does not say.
 struct PeerCredentials {

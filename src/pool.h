@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "connection.h"
 #include "platform.h"
+#include "shared.h"
 
 namespace bgpool {
 
@@ -22,14 +24,34 @@ enum class Output {
   Master,  // the master's own stdout and stderr
 };
 
-// How to start the template process that forks the workers; from R.
+// How to start the template of one host, the process that forks its
+// workers: on this machine R itself; on another, either ssh, which runs
+// `remote_command` there and forwards `remote_socket` there to the pool's
+// socket here, so that the host's template and workers connect to the
+// master through the SSH connection; or a batch job (`tcp`: sbatch, whose
+// arguments hold the job), whose template and workers connect to the
+// master over TCP and answer a challenge with the pool's token. From R
+// (R/hosts.R, R/slurm.R).
+struct HostCommand {
+  std::string name;                    // for messages; "" for this machine
+  std::string program;                 // R, or ssh
+  std::vector<std::string> args;       // R's arguments, or ssh's options
+  std::vector<std::string> extra_env;  // this machine: the template's
+  int workers = 0;
+  std::string destination;             // remote: ssh's destination
+  std::string remote_socket, remote_command;
+  bool tcp = false;
+  std::string log_path;                // tcp: where the job writes its output
+  bool remote() const { return !destination.empty() || tcp; }
+};
+
+// How to start the pool's workers; from R.
 struct WorkerCommand {
-  std::string program;                 // Rscript
-  std::vector<std::string> args;
-  std::vector<std::string> extra_env;  // "NAME=value"
+  std::vector<HostCommand> hosts;      // this machine's first
   double start_timeout = 60;           // seconds for all workers to connect
   Output output = Output::Logs;
   std::string output_file;             // for Output::File
+  std::string listen_address;          // for tcp hosts: where to listen
 };
 
 // A run of consecutive elements sent to a worker as one message.
@@ -46,12 +68,13 @@ struct NodeCall {
 };
 
 struct Worker {
-  int slot = 0;
+  int slot = 0;   // -1 for a template
+  int host = 0;   // its index in WorkerCommand::hosts
   pid_t pid = -1;
   std::unique_ptr<Connection> conn;
   std::string log_path;
   os::ExitInfo exit;
-  // The fork request that is to start this worker (see ForkRequest).
+  // The fork request that is to start this worker (see TemplateRequest).
   uint64_t fork_request = 0;
   // Requests of the call under way whose replies are awaited, oldest first.
   std::deque<Range> in_flight;
@@ -77,6 +100,8 @@ struct Worker {
   uint64_t owed() const { return conn ? conn->written() - conn->read_count() : 0; }
   uint64_t stale() const { return owed() - in_flight.size() - node_calls.size(); }
 };
+
+struct TemplateRequest;
 
 class Pool {
  public:
@@ -105,6 +130,9 @@ class Pool {
   bool owned() const;
 
   int size() const { return static_cast<int>(workers_.size()); }
+  // The host a worker runs on, for messages: "" for this machine.
+  const std::string& host_name(const Worker& w) const { return hosts_[w.host]->command.name; }
+  bool remote(const Worker& w) const { return hosts_[w.host]->command.remote(); }
   Worker& worker(int slot) { return *workers_[slot]; }
   const std::string& dir() const { return dir_; }
 
@@ -113,6 +141,9 @@ class Pool {
   // Starts new workers in `slots` (0-based), from an empty state, in place
   // of those there (killed first, if still alive).
   void replace(const std::vector<int>& slots);
+  // Sends `sig` to a worker: itself on this machine, through its host's
+  // template on another.
+  void signal(Worker& w, int sig);
   // Ends a worker now (it misbehaved, or its link broke).
   void kill_worker(Worker& w);
   // Ends a worker whose link failed, after giving it a moment to report its
@@ -131,25 +162,43 @@ class Pool {
   void set_log_limit(double bytes) { log_limit_ = bytes; }
   void trim_logs();
 
+  // Writes the pool's token to a new file only the user can read, for
+  // hosts that read it there (batch jobs).
+  void write_token(const std::string& path) const;
+
   double next_call_id() { return ++call_id_; }
   // The bytes from which vectors in messages go as shared memory.
   void set_share_threshold(double bytes) { share_threshold_ = bytes; }
   double share_threshold() const { return share_threshold_; }
+  // Tells the remote hosts' templates to drop the exports released here.
+  void drop_released_exports();
   // A descriptor that polls as readable while the pool lives.
   int ready_fd();
 
  private:
   class Listening;
   struct Greeting;
+  // A host: its command, and its template (on another machine: the ssh
+  // process that runs it, whose stdin is that template's lifeline). On
+  // another machine the template keeps the exports its workers map.
+  struct Host : SegmentStore {
+    HostCommand command;
+    Worker template_;
+    int lifeline = -1;         // remote: the write end of ssh's stdin
+    std::set<uint64_t> stored;  // the ids of the exports its template keeps
+    bool put(uint64_t id, const void* data, size_t bytes) override;
+  };
+  Host& host_of(const Worker& w) { return *hosts_[w.host]; }
   void reset(Worker& w);
-  void start_template();
+  void spawn_template(Host& h);
   std::string output_path(const Worker& w) const;
+  void ask_template(Host& h, const TemplateRequest& request, const std::string& path = "");
   void fork_workers(const std::vector<Worker*>& waiting);
   void connect_all(const std::vector<Worker*>& waiting);
   void start_workers(const std::vector<Worker*>& waiting);
   void accept_all(std::vector<Greeting>& greetings);
   bool greet(Greeting& g, std::vector<Worker*>& waiting);
-  void take_reports();
+  void take_reports(Host& h);
   void check_started(const std::vector<Worker*>& waiting);
   void wait_exit(Worker& w, double seconds);
   bool ended(Worker& w);
@@ -163,13 +212,15 @@ class Pool {
   int lock_fd_ = -1;
   int ready_fd_ = -1;
   int lifeline_ = -1;          // the write end, which only the master holds
-  int lifeline_read_ = -1;     // the end the template gets
+  int lifeline_read_ = -1;     // the end this machine's template gets
   int board_fd_ = -1;          // the cancel board (a segment of size() cells)
   uint64_t* board_ = nullptr;
   int listen_fd_ = -1;
+  int tcp_listen_fd_ = -1;     // while starting, when a host connects over TCP
+  int tcp_port_ = 0;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<Worker*> starting_;  // workers being started, whose pids are awaited
-  Worker template_;
+  std::vector<std::unique_ptr<Host>> hosts_;
   double call_id_ = 0;
   uint64_t fork_requests_ = 0;
   double log_limit_ = 0;
@@ -180,7 +231,9 @@ class Pool {
 
 // The descriptors the template gets, by number: the read end of the
 // lifeline, the cancel board, and the master's own stdout and stderr (for
-// workers whose output goes there).
+// workers whose output goes there). On another machine the shell that
+// runs it gives it its stdin (ssh's) as the lifeline and its own stdout
+// and stderr (ssh's, to the host's log here); it makes its own board.
 constexpr int kLifelineFd = 5, kBoardFd = 6, kMasterStdoutFd = 3, kMasterStderrFd = 4;
 
 // The fixed-size greeting a worker (or the template) sends right after
@@ -191,17 +244,35 @@ struct Hello {
   char token[64];
 };
 constexpr char kHelloMagic[8] = {'B', 'G', 'P', 'O', 'O', 'L', '3', 0};
+// Over TCP the master first sends a challenge of kChallengeBytes, and
+// `token` holds HMAC-SHA-256(token, challenge) instead of the token.
+constexpr size_t kChallengeBytes = 32;
+// A template greets with kTemplateSlot - its host's index.
 constexpr uint32_t kTemplateSlot = 0xFFFFFFFF;
 
-// What the master asks of the template: fork a worker for `slot` that
+// What the master asks of a template: fork a worker for `slot` that
 // writes its output to the file whose path (path_length bytes) follows,
-// or to the master's own output when the path is empty. `request` numbers
-// the requests, so that a report on one the master gave up (an interrupt
-// came while it waited) is never taken for a later one's.
-struct ForkRequest {
+// or to the template's own output (this machine's: the master's) when the
+// path is empty; or send a signal to the worker of `slot`, after putting
+// `cancel_call` on the cancel board when it is not 0 (for a host on
+// another machine, where the master can do neither itself). `request`
+// numbers the fork requests, so that a report on one the master gave up
+// (an interrupt came while it waited) is never taken for a later one's.
+//
+// On another machine the template also keeps exports: a store request's
+// `request` is the export's id and `size` the bytes of its data, which
+// follow; a drop request's `request` the id of one no longer needed. A
+// worker asks for one on the channel its template gave it at its fork (the
+// id, 8 bytes) and gets a message holding its descriptor.
+enum RequestKind : uint32_t { kAskFork = 1, kAskSignal = 2, kAskStore = 3, kAskDrop = 4 };
+struct TemplateRequest {
+  uint32_t kind;  // RequestKind
   uint32_t slot;
-  uint32_t path_length;
   uint64_t request;
+  uint32_t path_length;
+  int32_t signal;
+  uint64_t cancel_call;
+  uint64_t size;
 };
 
 // What the template tells the master: a worker it forked (its pid, or -1
@@ -209,7 +280,7 @@ struct ForkRequest {
 struct TemplateReport {
   uint32_t kind;         // ReportKind
   uint32_t slot;         // forked
-  uint64_t request;      // forked: its ForkRequest
+  uint64_t request;      // forked: its TemplateRequest
   int32_t pid;
   int32_t error;         // forked: errno of what failed
   uint32_t failed_step;  // forked: ForkStep

@@ -295,6 +295,7 @@ class Gather {
                                 : pool_.retire(w);
     losses_.push_back(Rcpp::List::create(
         Rcpp::Named("worker") = w.slot + 1, Rcpp::Named("pid") = w.pid,
+        Rcpp::Named("host") = pool_.host_name(w),
         Rcpp::Named("how") = how, Rcpp::Named("timed_out") = timed_out,
         Rcpp::Named("output") = pool_.log_tail(w),
         Rcpp::Named("tasks") = Rcpp::NumericVector(tasks.begin(), tasks.end())));

@@ -58,8 +58,9 @@ class WriteGuard {
 bool write_message(Connection& conn, SEXP x) {
   if (!conn.begin_write()) return false;
   WriteGuard guard(conn);
-  std::vector<int> fds;  // of the shared vectors within x
-  SharedWriting sharing(&fds);
+  std::vector<int> fds;  // of the shared vectors within x (else they write their values)
+  SharedWriting sharing(conn.passes_fds() ? &fds : nullptr);
+  StoreWriting storing(conn.segment_store());
   R_outpstream_st stream;
   R_InitOutPStream(&stream, &conn, R_pstream_binary_format, 3, out_char, out_bytes, nullptr,
                    R_NilValue);

@@ -23,25 +23,36 @@ namespace {
 
 R_altrep_class_t real_class, integer_class, logical_class, raw_class, complex_class;
 
+// The ids of exported segments released, until the pool takes them.
+std::vector<uint64_t> released_exports;
+
 // A segment: the descriptor of its memory file (-1 once mapped on arrival,
 // or released), and where it is mapped here (null until something asks).
+// An exported one (made by shared_copy()) may also be kept on other hosts,
+// under its id.
 struct Segment {
   int fd = -1;
   void* addr = nullptr;
   size_t bytes = 0;
   bool released = false;
+  uint64_t id = 0;
+  bool exported = false;
 
   void release() {
     if (addr && bytes) os::unmap(addr, bytes);
     if (fd >= 0) close(fd);
+    if (exported && !released) released_exports.push_back(id);
     addr = nullptr;
     fd = -1;
     released = true;
   }
 };
 
+uint64_t last_segment_id = 0;
 std::vector<int>* writing_fds = nullptr;
+SegmentStore* writing_store = nullptr;
 Connection* reading_conn = nullptr;
+int (*segment_source)(uint64_t id) = nullptr;
 
 Segment* segment_of(SEXP x) { return static_cast<Segment*>(R_ExternalPtrAddr(R_altrep_data1(x))); }
 
@@ -114,10 +125,19 @@ bool is_shared(SEXP x) {
 
 // In a message being written: the position of the segment's descriptor
 // among the message's (the same segment twice goes once) and the vector's
-// length (a segment's size may be rounded up to whole pages). Elsewhere
-// NULL: R writes the values.
+// length (a segment's size may be rounded up to whole pages); for a peer
+// on another host, an export's id there (NA first) and its length.
+// Elsewhere NULL: R writes the values.
 SEXP shared_serialized_state(SEXP x) {
   Segment* s = segment_of(x);
+  if (writing_store && s && s->exported && s->fd >= 0) {
+    if (!writing_store->put(s->id, shared_dataptr(x, FALSE), s->bytes)) return nullptr;
+    SEXP state = Rf_allocVector(REALSXP, 3);
+    REAL(state)[0] = NA_REAL;
+    REAL(state)[1] = static_cast<double>(s->id);
+    REAL(state)[2] = static_cast<double>(shared_length(x));
+    return state;
+  }
   if (!writing_fds || !s || s->fd < 0) return nullptr;
   auto at = std::find(writing_fds->begin(), writing_fds->end(), s->fd);
   if (at == writing_fds->end()) at = writing_fds->insert(writing_fds->end(), s->fd);
@@ -127,15 +147,18 @@ SEXP shared_serialized_state(SEXP x) {
   return state;
 }
 
-// Maps the descriptor `state` names, in the message being read, as a
-// vector of `type`.
+// Maps the descriptor `state` names, in the message being read (or, for
+// an export kept on this host, that its template gives), as a vector of
+// `type`.
 template <SEXPTYPE type>
 SEXP shared_unserialize(SEXP, SEXP state) {
-  if (!reading_conn || TYPEOF(state) != REALSXP || XLENGTH(state) != 2)
+  bool stored = TYPEOF(state) == REALSXP && XLENGTH(state) == 3 && ISNA(REAL(state)[0]);
+  if (!reading_conn || TYPEOF(state) != REALSXP || (XLENGTH(state) != 2 && !stored))
     Rf_error("bgpool: a shared vector arrived outside a message of the pool");
-  int fd = reading_conn->take_descriptor(static_cast<size_t>(REAL(state)[0]));
+  int fd = stored ? (segment_source ? segment_source(static_cast<uint64_t>(REAL(state)[1])) : -1)
+                  : reading_conn->take_descriptor(static_cast<size_t>(REAL(state)[0]));
   if (fd < 0) Rf_error("bgpool: a shared vector arrived without its memory");
-  R_xlen_t length = static_cast<R_xlen_t>(REAL(state)[1]);
+  R_xlen_t length = static_cast<R_xlen_t>(REAL(state)[stored ? 2 : 1]);
   size_t bytes = static_cast<size_t>(length) * element_size(type);
   struct stat info;
   if (fstat(fd, &info) != 0 || static_cast<size_t>(info.st_size) < bytes) {
@@ -222,6 +245,7 @@ SEXP share_vector(SEXP x) {
     throw;
   }
   segment->bytes = bytes;
+  segment->id = ++last_segment_id;
   SEXP out = PROTECT(new_shared(TYPEOF(x), XLENGTH(x), segment));
   SHALLOW_DUPLICATE_ATTRIB(out, x);
   UNPROTECT(1);
@@ -239,6 +263,17 @@ void release_shared(SEXP x) {
 
 SharedWriting::SharedWriting(std::vector<int>* fds) : previous_(writing_fds) { writing_fds = fds; }
 SharedWriting::~SharedWriting() { writing_fds = previous_; }
+
+StoreWriting::StoreWriting(SegmentStore* store) : previous_(writing_store) { writing_store = store; }
+StoreWriting::~StoreWriting() { writing_store = previous_; }
+
+void set_segment_source(int (*fetch)(uint64_t id)) { segment_source = fetch; }
+
+std::vector<uint64_t> take_released_exports() {
+  std::vector<uint64_t> out;
+  out.swap(released_exports);
+  return out;
+}
 
 SharedReading::SharedReading(Connection* conn) : previous_(reading_conn) { reading_conn = conn; }
 SharedReading::~SharedReading() { reading_conn = previous_; }
@@ -276,7 +311,9 @@ std::string vector_hash(SEXP x) {
 // [[Rcpp::export(rng = false)]]
 SEXP shared_copy(SEXP x) {
   if (bgpool::shareable(x) == 0) Rcpp::stop("bgpool: this value has no data to share");
-  return bgpool::share_vector(x);
+  SEXP copy = bgpool::share_vector(x);
+  bgpool::segment_of(copy)->exported = true;  // (an export: other hosts may keep it)
+  return copy;
 }
 
 // The descriptor of a shared vector's segment: what tells one from another

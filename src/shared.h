@@ -14,6 +14,7 @@
 #include <Rinternals.h>
 #include <R_ext/Rdynload.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "connection.h"
@@ -44,6 +45,37 @@ class SharedWriting {
  private:
   std::vector<int>* previous_;
 };
+
+// Where exported shared vectors go for a peer on another host (its link
+// takes no descriptors): a copy kept there by the host's template, from
+// which the host's workers map it, so an export crosses the network once
+// per host (pool.h).
+class SegmentStore {
+ public:
+  virtual ~SegmentStore() = default;
+  // Puts a segment's data on the host, unless it is there already; false
+  // when it cannot (the vector then writes its values).
+  virtual bool put(uint64_t id, const void* data, size_t bytes) = 0;
+};
+
+// While it lives, exported shared vectors written go as references to
+// their copy in `store`.
+class StoreWriting {
+ public:
+  explicit StoreWriting(SegmentStore* store);
+  ~StoreWriting();
+
+ private:
+  SegmentStore* previous_;
+};
+
+// On another host: how a worker gets the descriptor of a stored segment
+// (-1 if it cannot).
+void set_segment_source(int (*fetch)(uint64_t id));
+
+// The ids of exported segments released since the last call, whose
+// copies the hosts may drop.
+std::vector<uint64_t> take_released_exports();
 
 // While it lives, references read are taken from `conn`'s message.
 class SharedReading {

@@ -97,10 +97,16 @@ pid_t spawn(const SpawnSpec& spec) {
   // (before fds 1 and 2 are pointed at the log, when they are passed on)
   for (size_t i = 0; i < spec.pass_fds.size(); ++i)
     posix_spawn_file_actions_adddup2(&actions, copies.fds[i], spec.pass_fds[i].second);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  auto passed = [&](int fd) {
+    return std::any_of(spec.pass_fds.begin(), spec.pass_fds.end(),
+                       [fd](const std::pair<int, int>& pass) { return pass.second == fd; });
+  };
+  if (!passed(0)) posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (!spec.log_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 1, spec.log_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  }
 
   // R blocks or catches some signals; the child starts from a clean slate.
   sigset_t no_signals, default_signals;

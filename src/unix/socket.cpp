@@ -68,7 +68,7 @@ int listen_unix(const std::string& path) {
   return fd;
 }
 
-int accept_unix(int listen_fd) {
+int accept_pending(int listen_fd) {
   int fd;
 #if BGPOOL_LINUX
   do fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);

@@ -9,7 +9,7 @@ namespace {
 }
 }  // namespace
 
-SEXP pool_create(std::string program, std::vector<std::string> args, std::vector<std::string> env, double start_timeout, std::string temp_dir, int size, SEXP outfile) { absent(); }
+SEXP pool_create(Rcpp::List hosts, double start_timeout, std::string temp_dir, int size, SEXP outfile, std::string listen_address, std::string token_file) { absent(); }
 void pool_stop(SEXP xp) { absent(); }
 bool pool_owned(SEXP xp) { absent(); }
 Rcpp::List pool_state(SEXP xp) { absent(); }
@@ -23,6 +23,8 @@ SEXP pool_node_receive(SEXP xp, int slot) { absent(); }
 SEXP pool_node_receive_any(SEXP xp, std::vector<int> slots) { absent(); }
 bool pool_node_busy(SEXP xp) { absent(); }
 SEXP pool_node_connection(SEXP xp, int slot) { absent(); }
+std::string hmac_sha256_hex(std::string key, Rcpp::RawVector message) { absent(); }
+std::string pool_random_name() { absent(); }
 bool pool_dir_abandoned(std::string dir) { absent(); }
 double shareable_bytes(SEXP x) { absent(); }
 std::string vector_hash(SEXP x) { absent(); }

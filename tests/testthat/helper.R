@@ -139,3 +139,44 @@ expect_accounted <- function(err, expected) {
 # How a lost worker ended, as the error says: the psock backend's workers
 # are not its children, so it knows only that the connection closed.
 died_how <- function(native) if (on_psock()) "ended: its connection closed" else native
+
+# A daemon for a test file's tests (helper-sshd.R, helper-slurm.R): started
+# at the first get(), stopped when the file ends. `available()` skips,
+# saying why, where it cannot run; a start that fails skips the file's
+# tests with its reason.
+lazy_daemon <- function(what, available, start, stop, envir = parent.frame()) {
+  state <- new.env(parent = emptyenv())
+  state$get <- function() {
+    available()
+    if (!is.null(state$failure)) testthat::skip(state$failure)
+    if (is.null(state$daemon)) {
+      state$daemon <- tryCatch(start(), error = function(e) {
+        state$failure <- paste(what, "could not start here:", conditionMessage(e))
+        NULL
+      })
+      if (is.null(state$daemon)) testthat::skip(state$failure)
+    }
+    state$daemon
+  }
+  withr::defer(stop(state$daemon), envir = envir)
+  state
+}
+
+# Bytes a process has read, of files and sockets (Linux).
+read_bytes <- function(pid) {
+  io <- readLines(file.path("/proc", pid, "io"))
+  as.numeric(sub("^rchar: ", "", grep("^rchar: ", io, value = TRUE)))
+}
+
+# Exports a 100 MB vector to the pool and checks sums over its parts, run
+# on the workers.
+expect_big_export <- function() {
+  big <- seq_len(12.5e6) + 0.5
+  assign("big", big, envir = globalenv())
+  withr::defer(rm("big", envir = globalenv()))
+  pool_export("big")
+  parts <- split(seq_along(big), rep(1:8, length.out = length(big)))
+  sums <- pool_lapply(parts, global_fun(function(i) sum(big[i])))  # (the workers' big)
+  expect_identical(unname(unlist(sums)), vapply(parts, function(i) sum(big[i]), 0, USE.NAMES = FALSE))
+  invisible(big)
+}

@@ -134,6 +134,9 @@ test_that("a call that fails or is stopped leaves no bar behind, and the next ca
   expect_error(pool_lapply(1:4, dies, chunk.size = 1, .progress = TRUE),
                class = "bgpool_worker_died")
   expect_identical(bars(), before)
+  # (the lost worker replaced first, so that the time limit below falls in
+  # the call's wait, not in a replacement's start)
+  expect_identical(pool_sapply(1:2, identity), 1:2)
   # an error in the master while waiting (here a time limit) ends the call
   sleeps <- global_fun(function(x) Sys.sleep(5))
   expect_error(with_time_limit(0.5, pool_lapply(1:4, sleeps, .progress = TRUE)),
